@@ -1,0 +1,190 @@
+"""The attack contract. The base checks inputs, owns eval mode, projection, repair, success and counting;
+a subclass writes only its math in ``_perturb``.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import final
+
+import torch
+from torch import Tensor, nn
+
+from bastion._typing import Classifier
+from bastion.compute import CountingModel, PassCounter
+from bastion.errors import InputValidationError
+from bastion.goals import Diverge, Goal
+from bastion.threat import ThreatModel
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    """x_adv (N, *S) inside the threat model; success (N,) bool; pass counts are per example, in total."""
+
+    x_adv: Tensor
+    success: Tensor
+    n_forward: int
+    n_backward: int
+    wall_time_s: float
+
+    @property
+    def robust(self) -> Tensor:
+        """(N,) bool: the attack failed on this example."""
+        return ~self.success
+
+
+@contextmanager
+def evaluating(model: Classifier) -> Iterator[None]:
+    """Put a module in eval mode for the duration; restore its previous mode (and its children's)."""
+    if not isinstance(model, nn.Module):
+        yield
+        return
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+
+
+def keep_best(best: Tensor, candidate: Tensor, better: Tensor) -> Tensor:
+    """Row-wise select; ``better`` (N,) broadcasts over candidate (N, *S)."""
+    return torch.where(better.view(-1, *[1] * (candidate.dim() - 1)), candidate, best)
+
+
+def check_batch(x: Tensor, goal: Goal, threat: ThreatModel) -> None:
+    """Clear errors for the classic mistakes: wrong dtype/shape, NaN, mismatched sizes, x outside domain."""
+    if not isinstance(x, Tensor):
+        raise InputValidationError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise InputValidationError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+    if x.dim() < 2:
+        raise InputValidationError(f"x must be a batch of shape (N, ...), got shape {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise InputValidationError("x contains NaN or infinite values")
+    ref = goal.reference
+    if ref.shape[0] != x.shape[0]:
+        raise InputValidationError(
+            f"batch size mismatch: x has {x.shape[0]} examples, the goal's reference has {ref.shape[0]}"
+        )
+    if not isinstance(goal, Diverge) and ref.dim() != 1:
+        raise InputValidationError(f"labels must have shape (N,), got {tuple(ref.shape)}")
+    infeasible = ~threat.domain.is_feasible(x, x)
+    if infeasible.any():
+        raise InputValidationError(
+            f"x[{int(infeasible.nonzero()[0])}] is outside the input domain; attacks start from legal inputs"
+        )
+
+
+def check_labels(logits: Tensor, goal: Goal) -> None:
+    if isinstance(goal, Diverge):
+        if goal.reference.shape != logits.shape:
+            raise InputValidationError(
+                f"reference probabilities have shape {tuple(goal.reference.shape)}, logits {tuple(logits.shape)}"
+            )
+        return
+    n_classes = logits.shape[1]
+    ref = goal.reference
+    if ref.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise InputValidationError(f"labels must be integers, got dtype {ref.dtype}")
+    if ref.numel() and (int(ref.min()) < 0 or int(ref.max()) >= n_classes):
+        raise InputValidationError(
+            f"labels out of range: got values in [{int(ref.min())}, {int(ref.max())}], model has {n_classes} classes"
+        )
+
+
+class Attack(ABC):
+    """Subclasses are frozen keyword-only dataclasses of hyperparameters; model, data and budget per call.
+
+    ``early_stop`` (on subclasses) skips examples that already satisfy the goal: the attack stops
+    working on an example once it is misclassified.
+    """
+
+    name: str = "attack"
+
+    @final
+    def __call__(
+        self,
+        model: Classifier,
+        x: Tensor,
+        goal: Goal,
+        threat: ThreatModel,
+        *,
+        rng: torch.Generator | None = None,
+    ) -> AttackResult:
+        check_batch(x, goal, threat)
+        start = time.perf_counter()
+        counter = PassCounter()
+        counted = CountingModel(model, counter)
+        with evaluating(model):
+            x = x.detach()
+            with torch.no_grad():
+                clean_logits = counted(x)
+            check_labels(clean_logits, goal)
+            todo = (
+                ~goal.satisfied(clean_logits)
+                if self._skips_satisfied()
+                else torch.ones_like(clean_logits[:, 0], dtype=torch.bool)
+            )
+            x_adv = x.clone()
+            if todo.any() and threat.eps > 0:
+                idx = todo.nonzero().squeeze(1)
+                sub = self._perturb(counted, x[idx], goal.subset(idx), threat, rng).detach()
+                x_adv[idx] = threat.domain.repair(threat.project(sub, x[idx]), x[idx])
+            with torch.no_grad():
+                success = goal.satisfied(counted(x_adv))
+        return AttackResult(
+            x_adv=x_adv.detach(),
+            success=success,
+            n_forward=counter.forward,
+            n_backward=counter.backward,
+            wall_time_s=time.perf_counter() - start,
+        )
+
+    def perturb(
+        self,
+        model: Classifier,
+        x: Tensor,
+        goal: Goal,
+        threat: ThreatModel,
+        *,
+        rng: torch.Generator | None = None,
+    ) -> Tensor:
+        """The lean path for training loops: adversarial examples only, no checks, no success pass.
+
+        Still in eval mode (batch-norm statistics are not touched by the attack) and still projected
+        and repaired, so the examples are inside the threat model.
+        """
+        with evaluating(model):
+            x = x.detach()
+            if threat.eps == 0:
+                return x.clone()
+            x_adv = self._perturb(model, x, goal, threat, rng).detach()
+            return threat.domain.repair(threat.project(x_adv, x), x)
+
+    def _skips_satisfied(self) -> bool:
+        return bool(getattr(self, "early_stop", True))
+
+    @abstractmethod
+    def _perturb(
+        self, model: Classifier, x: Tensor, goal: Goal, threat: ThreatModel, rng: torch.Generator | None
+    ) -> Tensor:
+        """Return candidate adversarial examples for x; the base projects and repairs them."""
+
+
+def loss_gradient(model: Classifier, x_adv: Tensor, goal: Goal, loss_fn: object) -> tuple[Tensor, Tensor, Tensor]:
+    """One forward+backward: (loss (N,), gradient of the goal-oriented loss wrt x_adv, logits).
+
+    The gradient points in the direction that *improves* the goal (ascend or descend the loss).
+    """
+    x_adv = x_adv.detach().requires_grad_(True)
+    logits = model(x_adv)
+    loss = loss_fn(logits, goal.reference)  # type: ignore[operator]
+    objective = loss.sum() if goal.ascend else -loss.sum()
+    (grad,) = torch.autograd.grad(objective, x_adv)
+    return loss.detach(), grad, logits.detach()

@@ -1,0 +1,44 @@
+"""Per-sample attack losses ``(logits (N, C), reference) -> (N,)``. A loss is an argument, not a subclass."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
+    """(N,) cross-entropy against integer labels."""
+    return F.cross_entropy(logits, y, reduction="none")
+
+
+def margin(logits: Tensor, y: Tensor) -> Tensor:
+    """(N,) Carlini-Wagner margin ``max_{j != y} z_j - z_y``: positive once misclassified."""
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(dim=1)
+    return other - true
+
+
+def kl_to_reference(logits: Tensor, ref_probs: Tensor) -> Tensor:
+    """(N,) KL(ref || softmax(logits)), the TRADES inner objective (Zhang et al. 2019)."""
+    return F.kl_div(logits.log_softmax(dim=1), ref_probs, reduction="none").sum(dim=1)
+
+
+def dlr(logits: Tensor, y: Tensor) -> Tensor:
+    """Difference-of-logits-ratio loss per sample (Croce & Hein 2020, arXiv:2003.01690).
+
+    Args:
+        logits: (N, C) pre-softmax scores.  y: (N,) true labels.
+    Returns:
+        (N,) loss, larger when closer to misclassification; invariant to shifting and scaling the logits.
+    Raises:
+        ValueError: if C < 3. Binary security tasks must use cross_entropy or margin.
+    """
+    if logits.shape[1] < 3:
+        raise ValueError(f"the DLR loss needs >= 3 classes, got {logits.shape[1]}")
+    sorted_logits, _ = logits.sort(dim=1, descending=True)
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    top_is_true = sorted_logits[:, 0] == true
+    best_other = torch.where(top_is_true, sorted_logits[:, 1], sorted_logits[:, 0])
+    scale = (sorted_logits[:, 0] - sorted_logits[:, 2]).clamp_min(1e-12)
+    return (best_other - true) / scale

@@ -1,0 +1,119 @@
+"""Projected gradient descent with random start and restarts (Madry et al. 2018, arXiv:1706.06083)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from bastion._typing import Classifier, Loss
+from bastion.attacks.base import Attack, keep_best, loss_gradient
+from bastion.attacks.losses import cross_entropy
+from bastion.errors import ConfigError
+from bastion.goals import Goal
+from bastion.threat import ThreatModel
+
+
+@dataclass(frozen=True, kw_only=True)
+class PGD(Attack):
+    """Iterated steepest-ascent steps, each projected onto ball ∩ domain.
+
+    Args:
+        n_steps: gradient steps per restart.
+        step_size: absolute step; None means ``rel_step_size * eps``.
+        rel_step_size: step as a fraction of eps (Madry's 2.5 * eps / n_steps when left at None).
+        n_restarts: independent random starts; each restart only attacks examples still robust.
+        random_start: start uniformly in the ball (the first restart too).
+        loss: per-sample loss; cross_entropy for labels, kl_to_reference for TRADES.
+        early_stop: skip examples already satisfying the goal and stop updating them once they do.
+            Training (TRADES) turns it off to maximise the loss itself.
+        keep_best_iterate: return each example's best iterate rather than the last one. Training turns
+            it off (with early_stop) to save the bookkeeping and one forward pass per batch.
+    """
+
+    n_steps: int = 10
+    step_size: float | None = None
+    rel_step_size: float | None = None
+    n_restarts: int = 1
+    random_start: bool = True
+    loss: Loss = cross_entropy
+    early_stop: bool = True
+    keep_best_iterate: bool = True
+    name = "pgd"
+
+    def __post_init__(self) -> None:
+        if self.n_steps < 1:
+            raise ConfigError(f"n_steps must be >= 1, got {self.n_steps}")
+        if self.n_restarts < 1:
+            raise ConfigError(f"n_restarts must be >= 1, got {self.n_restarts}")
+        if self.step_size is not None and self.step_size <= 0:
+            raise ConfigError(f"step_size must be > 0, got {self.step_size}")
+        if self.rel_step_size is not None and self.rel_step_size <= 0:
+            raise ConfigError(f"rel_step_size must be > 0, got {self.rel_step_size}")
+
+    def _step(self, eps: float) -> float:
+        if self.step_size is not None:
+            return self.step_size
+        rel = self.rel_step_size if self.rel_step_size is not None else 2.5 / self.n_steps
+        return rel * eps
+
+    def _perturb(
+        self, model: Classifier, x: Tensor, goal: Goal, threat: ThreatModel, rng: torch.Generator | None
+    ) -> Tensor:
+        step = self._step(threat.eps)
+        best_x = x.clone()
+        best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
+        done = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        for _ in range(self.n_restarts):
+            active = (~done).nonzero().squeeze(1) if self.early_stop else torch.arange(x.shape[0], device=x.device)
+            if active.numel() == 0:
+                break
+            x0, sub_goal = x[active], goal.subset(active)
+            x_adv = threat.random_start(x0, rng) if self.random_start else x0.clone()
+            run_best_x, run_best_loss, run_done = self._run(model, x0, x_adv, sub_goal, threat, step)
+            improved = run_done | (~done[active] & (run_best_loss > best_loss[active]))
+            best_x[active] = keep_best(best_x[active], run_best_x, improved)
+            best_loss[active] = torch.where(improved, run_best_loss, best_loss[active])
+            done[active] |= run_done
+        return best_x
+
+    def _run(
+        self, model: Classifier, x: Tensor, x_adv: Tensor, goal: Goal, threat: ThreatModel, step: float
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """One restart. Returns the best iterate, its goal-oriented loss, and which examples succeeded."""
+        n = x.shape[0]
+        if not (self.early_stop or self.keep_best_iterate):
+            for _ in range(self.n_steps):
+                _, grad, _ = loss_gradient(model, x_adv, goal, self.loss)
+                x_adv = threat.project(x_adv + step * threat.steepest(grad), x)
+            nothing = torch.zeros(n, dtype=torch.bool, device=x.device)
+            return x_adv, torch.zeros(n, device=x.device), nothing
+        best_x, best_loss = x_adv.clone(), torch.full((n,), float("-inf"), device=x.device)
+        done = torch.zeros(n, dtype=torch.bool, device=x.device)
+        live = torch.arange(n, device=x.device)
+        for _ in range(self.n_steps):
+            loss, grad, logits = loss_gradient(model, x_adv, goal.subset(live), self.loss)
+            score = loss if goal.ascend else -loss
+            hit = goal.subset(live).satisfied(logits) if self.early_stop else torch.zeros_like(score, dtype=torch.bool)
+            better = hit | (score > best_loss[live])
+            best_x[live] = keep_best(best_x[live], x_adv, better & ~done[live])
+            best_loss[live] = torch.where(better, torch.maximum(score, best_loss[live]), best_loss[live])
+            done[live] |= hit
+            if self.early_stop and hit.any():
+                keep = ~hit
+                live, x_adv, grad = live[keep], x_adv[keep], grad[keep]
+                if live.numel() == 0:
+                    return best_x, best_loss, done
+            x_adv = threat.project(x_adv + step * threat.steepest(grad), x[live])
+        # The last step's iterate has not been scored yet.
+        with torch.no_grad():
+            logits = model(x_adv)
+        loss = self.loss(logits, goal.subset(live).reference)
+        score = loss if goal.ascend else -loss
+        hit = goal.subset(live).satisfied(logits) if self.early_stop else torch.zeros_like(score, dtype=torch.bool)
+        better = hit | (score > best_loss[live])
+        best_x[live] = keep_best(best_x[live], x_adv, better)
+        best_loss[live] = torch.where(better, torch.maximum(score, best_loss[live]), best_loss[live])
+        done[live] |= hit
+        return best_x, best_loss, done

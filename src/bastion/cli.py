@@ -1,0 +1,216 @@
+"""`bastion` command line: parse options -> typed config -> library job -> render. Nothing else lives here."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from bastion.errors import BastionError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Adversarial training, runtime defenses and honest robustness evaluation.",
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=False)
+err_console = Console(stderr=True)
+
+DATA_HELP = (
+    "data SPEC: 'digits' (bundled), 'mnist:PATH', 'gtsrb:PATH', 'cifar10:PATH', 'nsl-kdd:PATH', "
+    "'phishing:PATH', 'malware:PATH' (see docs/data.md for which loaders this version has)"
+)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config; unknown keys are errors.")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed for splits, initialisation and attacks.")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="'auto' (CUDA if available), 'cpu', 'cuda:0'...")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (created).")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")]
+
+
+@contextmanager
+def _progress() -> Iterator[Any]:
+    """A rich progress display; hooks for the library's callbacks."""
+    from bastion.runs import Hooks
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
+    )
+    tasks: dict[str, Any] = {}
+
+    def on_batch(epoch: int, done: int, total: int) -> None:
+        key = "train"
+        if key not in tasks:
+            tasks[key] = progress.add_task("training", total=total)
+        progress.update(tasks[key], completed=done, total=total, description=f"training epoch {epoch + 1}")
+
+    def on_cell(done: int, total: int) -> None:
+        key = "attack"
+        if key not in tasks:
+            tasks[key] = progress.add_task("attacks", total=total)
+        progress.update(tasks[key], completed=done, total=total, description="attack x eps")
+
+    def on_stage(text: str) -> None:
+        for task in tasks.values():
+            progress.remove_task(task)
+        tasks.clear()
+        err_console.print(f"[bold]>[/bold] {text}")
+
+    with progress:
+        yield Hooks(on_stage=on_stage, on_batch=on_batch, on_cell=on_cell)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _print_results(results: dict[str, Any], out: Path, started: float) -> None:
+    from bastion.summary import accuracy_rows
+
+    header, rows = accuracy_rows(results)
+    table = Table(title=f"bastion {results['command']} - {results['data']} (seed {results['seed']})")
+    for h in header:
+        table.add_column(h, justify="left" if h == "model" else "right")
+    for r in rows:
+        table.add_row(*r)
+    console.print(table)
+    for name, m in results["models"].items():
+        t = m.get("training")
+        if t and not name.endswith("+defense"):
+            console.print(
+                f"  {name}: {t['gradient_evaluations']:,} gradient evaluations, {t['wall_time_s']:.1f} s training"
+            )
+        d = m.get("defense")
+        if d:
+            console.print(
+                f"  {name}: false-positive rate {100 * d['false_positive_rate']:.1f}% on clean test data, "
+                f"latency x{d['latency_ratio']}"
+            )
+    console.print(
+        f"results: {out / 'results.json'}  summary: {out / 'summary.md'}  ({time.perf_counter() - started:.1f} s)"
+    )
+
+
+def _run(job: Any) -> None:
+    try:
+        job()
+    except BastionError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def train(
+    data: Annotated[str | None, typer.Option("--data", help=DATA_HELP)] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Architecture: cnn, mlp.")] = None,
+    method: Annotated[
+        str | None, typer.Option("--method", help="standard, pgd-at, trades, progressive-trades.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Total epochs over all stages.")] = None,
+    eps: Annotated[float | None, typer.Option("--eps", help="Final training budget (inputs in [0, 1]).")] = None,
+    out: OutOpt = Path("runs/train"),
+    config: ConfigOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Train one model and write a run folder (weights, config, split, results.json)."""
+    from bastion.config import TrainConfig
+    from bastion.runs import run_train
+
+    _setup_logging(verbose)
+    started = time.perf_counter()
+
+    def job() -> None:
+        cfg = TrainConfig.from_yaml(
+            config, data=data, model=model, method=method, epochs=epochs, eps=eps, seed=seed, device=device
+        )
+        with _progress() as hooks:
+            results = run_train(cfg, out, hooks)
+        _print_results(results, out, started)
+
+    _run(job)
+
+
+@app.command()
+def evaluate(
+    path: Annotated[Path, typer.Argument(help="A run folder (every model in it) or one model folder.")],
+    data: Annotated[str | None, typer.Option("--data", help=DATA_HELP + "; default: the model's own data.")] = None,
+    suite: Annotated[str | None, typer.Option("--suite", help="Attack suite: quick, default.")] = None,
+    eps: Annotated[list[float] | None, typer.Option("--eps", help="Budget; repeat for several.")] = None,
+    n_examples: Annotated[int | None, typer.Option("--n-examples", help="Limit test examples.")] = None,
+    out: OutOpt = Path("runs/evaluate"),
+    config: ConfigOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Evaluate saved models (and their saved runtime defenses) under an attack suite."""
+    from bastion.config import EvalConfig
+    from bastion.runs import run_evaluate
+
+    _setup_logging(verbose)
+    started = time.perf_counter()
+
+    def job() -> None:
+        cfg = EvalConfig.from_yaml(
+            config, data=data, suite=suite, eps=eps or None, n_examples=n_examples, seed=seed, device=device
+        )
+        with _progress() as hooks:
+            results = run_evaluate(path, cfg, out, hooks)
+        _print_results(results, out, started)
+
+    _run(job)
+
+
+@app.command()
+def demo(
+    quick: Annotated[bool, typer.Option("--quick", help="Fewer epochs, the quick suite, 200 test examples.")] = False,
+    out: OutOpt = Path("runs/demo"),
+    config: ConfigOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """The dual-phase defense end to end on digits: train, defend, attack, report."""
+    from bastion.config import DemoConfig
+    from bastion.runs import run_demo
+
+    _setup_logging(verbose)
+    started = time.perf_counter()
+
+    def job() -> None:
+        cfg = DemoConfig.from_yaml(config, seed=seed, device=device)
+        with _progress() as hooks:
+            results = run_demo(cfg, out, quick=quick, hooks=hooks)
+        _print_results(results, out, started)
+
+    _run(job)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,6 @@
+"""Datasets: SPEC strings -> a DatasetSpec with train/val/test splits."""
+
+from bastion.data.sources import DATASETS, load_dataset, parse_spec
+from bastion.data.spec import Dataset, DatasetSpec, Split
+
+__all__ = ["DATASETS", "Dataset", "DatasetSpec", "Split", "load_dataset", "parse_spec"]

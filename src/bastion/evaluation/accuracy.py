@@ -1,0 +1,67 @@
+"""Accuracy and robust accuracy over a split, in batches, on the model's device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from bastion._typing import Classifier
+from bastion.attacks.base import Attack, evaluating
+from bastion.data.spec import Split
+from bastion.goals import Misclassify
+from bastion.threat import ThreatModel
+
+
+@torch.no_grad()
+def predict(model: Classifier, x: Tensor, batch_size: int = 512) -> Tensor:
+    """(N,) predicted labels, in eval mode."""
+    with evaluating(model):
+        return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+
+
+def accuracy(model: Classifier, split: Split, batch_size: int = 512) -> float:
+    if len(split) == 0:
+        return float("nan")
+    return float((predict(model, split.x, batch_size) == split.y).float().mean())
+
+
+@dataclass(frozen=True)
+class RobustResult:
+    """Per-example outcome of one attack at one budget."""
+
+    x_adv: Tensor
+    correct: Tensor  # (N,) bool: prediction on x_adv is right
+    n_forward: int
+    n_backward: int
+    wall_time_s: float
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.correct.float().mean()) if self.correct.numel() else float("nan")
+
+
+def robust_accuracy(
+    model: Classifier,
+    split: Split,
+    attack: Attack,
+    threat: ThreatModel,
+    *,
+    rng: torch.Generator | None = None,
+    batch_size: int = 256,
+) -> RobustResult:
+    """Attack every example (untargeted) and report which stay correctly classified.
+
+    An example the model already gets wrong counts as not robust; the attack skips it.
+    """
+    xs, correct = [], []
+    n_fwd = n_bwd = 0
+    wall = 0.0
+    for i in range(0, len(split), batch_size):
+        x, y = split.x[i : i + batch_size], split.y[i : i + batch_size]
+        result = attack(model, x, Misclassify(y), threat, rng=rng)
+        xs.append(result.x_adv)
+        correct.append(~result.success)
+        n_fwd, n_bwd, wall = n_fwd + result.n_forward, n_bwd + result.n_backward, wall + result.wall_time_s
+    return RobustResult(torch.cat(xs), torch.cat(correct), n_fwd, n_bwd, wall)

@@ -1,0 +1,83 @@
+"""Architectures by name, and the JSON description that rebuilds a model without executing code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from bastion.errors import CheckpointError, ConfigError
+from bastion.models.base import MLP, ImageClassifier, SmallCNN
+from bastion.registry import Registry
+
+MODELS: Registry[ImageClassifier] = Registry("model")
+MODELS.register("mlp")(MLP)
+MODELS.register("cnn")(SmallCNN)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Architecture:
+    """Everything needed to rebuild a model's structure: name, options, shapes, normalization stats."""
+
+    name: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "options": dict(self.options),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Architecture:
+        try:
+            return cls(
+                name=str(d["name"]),
+                input_shape=tuple(int(s) for s in d["input_shape"]),
+                num_classes=int(d["num_classes"]),
+                mean=tuple(float(v) for v in d["mean"]),
+                std=tuple(float(v) for v in d["std"]),
+                options=dict(d.get("options", {})),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"malformed architecture description: {exc!r}") from exc
+
+
+def normalization_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel (images, x of shape (N, C, H, W)) or per-feature mean/std of training inputs."""
+    dims = (0, 2, 3) if x.dim() == 4 else (0,)
+    mean = x.mean(dim=dims).flatten()
+    std = x.std(dim=dims).flatten().clamp_min(1e-3)
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def build_model(arch: Architecture, *, seed: int | None = None) -> ImageClassifier:
+    """Instantiate ``arch``; with a seed, initialization is deterministic and the global RNG is untouched."""
+    factory = MODELS.get(arch.name)
+    options = {k: tuple(v) if isinstance(v, list) else v for k, v in arch.options.items()}
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        try:
+            model = factory(
+                input_shape=arch.input_shape,
+                num_classes=arch.num_classes,
+                mean=torch.tensor(arch.mean),
+                std=torch.tensor(arch.std),
+                **options,
+            )
+        except TypeError as exc:
+            raise ConfigError(f"bad options for model {arch.name!r}: {exc}") from exc
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model factory {arch.name!r} did not return an nn.Module")
+    return model

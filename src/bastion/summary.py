@@ -1,0 +1,149 @@
+"""Human-readable Markdown from results.json. Rendering only: every number comes from the results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}%"
+
+
+def _ci(ci: list[float] | None) -> str:
+    return "" if not ci else f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
+def accuracy_rows(results: dict[str, Any], *, with_ci: bool = False) -> tuple[list[str], list[list[str]]]:
+    """(header, rows): one row per model and eps, one column per attack (``ensemble`` last)."""
+    models = results["models"]
+    attacks = sorted({a for m in models.values() for a in m["robust_accuracy"]}, key=lambda a: (a == "ensemble", a))
+    header = ["model", "clean", "eps", *attacks]
+    rows = []
+    for name, m in models.items():
+        eps_keys = sorted({e for by in m["robust_accuracy"].values() for e in by}, key=float)
+        if not eps_keys:
+            rows.append([name, _pct(m["clean_accuracy"]), "-", *["-" for _ in attacks]])
+        cis = m.get("robust_accuracy_ci", {}) if with_ci else {}
+        for e in eps_keys:
+            rows.append(
+                [
+                    name,
+                    _pct(m["clean_accuracy"]),
+                    e,
+                    *[_pct(m["robust_accuracy"].get(a, {}).get(e)) + _ci(cis.get(a, {}).get(e)) for a in attacks],
+                ]
+            )
+    return header, rows
+
+
+def _describe(transform: dict[str, Any]) -> str:
+    options = ", ".join(f"{k}={v}" for k, v in transform.items() if k != "name")
+    return f"{transform.get('name', '?')}({options})"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def to_markdown(results: dict[str, Any]) -> str:
+    threat = results.get("threat", {})
+    out = [
+        f"# bastion {results.get('command', 'run')}: {results['data']}",
+        "",
+        f"Seed {results['seed']}; threat model {threat.get('norm', '?')} with eps in "
+        f"{', '.join(threat.get('eps', [])) or 'n/a'} (inputs in [0, 1]); suite `{threat.get('suite', 'n/a')}`.",
+        f"Test examples: {next(iter(results['models'].values()), {}).get('n_examples', 0)}. "
+        "Robust accuracy = share of test examples still classified correctly after the attack; "
+        "`ensemble` = per-example worst case over the suite's attacks. Brackets are 95% Wilson intervals.",
+        "",
+        "## Accuracy",
+        "",
+    ]
+    header, rows = accuracy_rows(results, with_ci=True)
+    out.append(_table(header, rows))
+    trained = {
+        n: m["training"] for n, m in results["models"].items() if m.get("training") and not n.endswith("+defense")
+    }
+    if trained:
+        out += [
+            "",
+            "## Training cost",
+            "",
+            _table(
+                ["model", "method", "gradient evaluations", "forward passes", "wall time (s)", "stages"],
+                [
+                    [
+                        n,
+                        t["method"],
+                        f"{t['gradient_evaluations']:,}",
+                        f"{t.get('forward_passes', 0):,}",
+                        f"{t['wall_time_s']:.1f}",
+                        str(len(t.get("schedule", []))),
+                    ]
+                    for n, t in trained.items()
+                ],
+            ),
+        ]
+        out.append("")
+        out.append("Gradient evaluations count per-example backward passes (attack steps and weight updates).")
+        for n, t in trained.items():
+            if len(t.get("stages", [])) > 1:
+                out += ["", f"Stages of `{n}`:", ""]
+                out.append(
+                    _table(
+                        ["stage", "epochs", "eps", "attack steps", "beta", "gradient evaluations"],
+                        [
+                            [
+                                str(s["stage"] + 1),
+                                str(s["epochs"]),
+                                f"{s['eps']:.4g}",
+                                str(s["n_steps"]),
+                                f"{s['beta']:.3g}",
+                                f"{s['gradient_evaluations']:,}",
+                            ]
+                            for s in t["stages"]
+                        ],
+                    )
+                )
+    for n, m in results["models"].items():
+        d = m.get("defense")
+        if not d:
+            continue
+        desc = d.get("description", {})
+        det = desc.get("detector") or {}
+        out += [
+            "",
+            f"## Runtime defense: `{n}`",
+            "",
+            f"Transforms: {', '.join(_describe(t) for t in desc.get('transforms', [])) or 'none'}; "
+            f"detector: {det.get('kind', 'none')} calibrated to a target false-positive rate of "
+            f"{_pct(det.get('target_fpr'))} on clean validation data.",
+            f"Measured false-positive rate on clean test data: {_pct(d['false_positive_rate'])}. "
+            f"Latency of the defended decision vs the bare model: {d.get('latency_ratio', 'n/a')}x.",
+            "",
+            "Attacks go through the transforms (BPDA) but ignore the detector"
+            + (" (adaptive)." if d.get("adaptive") else " (not detector-aware)."),
+            "",
+        ]
+        rows = []
+        for attack, by_eps in d["failure_rate"].items():
+            for e, fail in by_eps.items():
+                rows.append(
+                    [
+                        attack,
+                        e,
+                        _pct(m["robust_accuracy"].get(attack, {}).get(e)),
+                        _pct(d["detection_rate"][attack][e]),
+                        _pct(fail),
+                        "n/a" if d["auroc"][attack][e] is None else f"{d['auroc'][attack][e]:.3f}",
+                    ]
+                )
+        out.append(_table(["attack", "eps", "robust acc.", "detected (of fooled)", "failure rate", "AUROC"], rows))
+        out.append("")
+        out.append("Failure rate = share of all test inputs that end misclassified and unflagged.")
+    notes = results.get("notes")
+    if notes:
+        out += ["", "## Notes", "", *[f"- {note}" for note in notes]]
+    return "\n".join(out) + "\n"

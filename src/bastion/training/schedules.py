@@ -1,0 +1,158 @@
+"""Training schedules as plain data: which eps, attack steps and TRADES beta apply at each epoch.
+
+The progressive multi-stage TRADES schedule grows eps and attack steps stage by stage, so early epochs
+(cheap attacks at small budgets) cost a fraction of a full-strength epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from bastion.errors import ConfigError
+
+
+@dataclass(frozen=True, kw_only=True)
+class Stage:
+    """One stage: ``epochs`` epochs at budget ``eps`` with an ``n_steps``-step attack.
+
+    Args:
+        epochs: epochs spent in this stage (>= 1).
+        eps: perturbation budget (model-space units, >= 0).
+        n_steps: inner attack steps (>= 1).
+        rel_step_size: attack step as a fraction of eps; None -> 2.5 / n_steps (Madry), or 1.25 for a
+            single step (the random-start FGSM step of Wong et al. 2020).
+        beta: TRADES trade-off weight (>= 0); ignored by PGD-AT and standard training.
+    """
+
+    epochs: int
+    eps: float
+    n_steps: int = 10
+    rel_step_size: float | None = None
+    beta: float = 6.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ConfigError(f"stage epochs must be an integer >= 1, got {self.epochs!r}")
+        if not math.isfinite(self.eps) or self.eps < 0:
+            raise ConfigError(f"stage eps must be finite and >= 0, got {self.eps}")
+        if not isinstance(self.n_steps, int) or self.n_steps < 1:
+            raise ConfigError(f"stage n_steps must be an integer >= 1, got {self.n_steps!r}")
+        if self.rel_step_size is not None and not self.rel_step_size > 0:
+            raise ConfigError(f"stage rel_step_size must be > 0, got {self.rel_step_size}")
+        if not math.isfinite(self.beta) or self.beta < 0:
+            raise ConfigError(f"stage beta must be finite and >= 0, got {self.beta}")
+
+    @property
+    def step_fraction(self) -> float:
+        if self.rel_step_size is not None:
+            return self.rel_step_size
+        return 1.25 if self.n_steps == 1 else 2.5 / self.n_steps
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """An ordered tuple of stages. ``stage_at(epoch)`` gives (stage index, Stage) for a 0-based epoch."""
+
+    stages: tuple[Stage, ...]
+
+    def __post_init__(self) -> None:
+        if not self.stages:
+            raise ConfigError("a schedule needs at least one stage")
+
+    @property
+    def total_epochs(self) -> int:
+        return sum(s.epochs for s in self.stages)
+
+    @property
+    def final_eps(self) -> float:
+        return self.stages[-1].eps
+
+    def stage_at(self, epoch: int) -> tuple[int, Stage]:
+        if epoch < 0 or epoch >= self.total_epochs:
+            raise ConfigError(f"epoch {epoch} is outside the schedule's {self.total_epochs} epochs")
+        end = 0
+        for i, stage in enumerate(self.stages):
+            end += stage.epochs
+            if epoch < end:
+                return i, stage
+        raise AssertionError("unreachable")
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return [s.to_dict() for s in self.stages]
+
+    @classmethod
+    def from_list(cls, stages: list[dict[str, Any]], *, allow_decreasing: bool = False) -> Schedule:
+        """Build from config data; eps and steps must not decrease unless ``allow_decreasing``."""
+        allowed = {"epochs", "eps", "n_steps", "rel_step_size", "beta"}
+        built = []
+        for i, d in enumerate(stages):
+            unknown = set(d) - allowed
+            if unknown:
+                raise ConfigError(f"stage {i}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+            built.append(Stage(**d))
+        schedule = cls(tuple(built))
+        if not allow_decreasing:
+            schedule.check_progressive()
+        return schedule
+
+    def check_progressive(self) -> None:
+        """Reject a schedule whose eps or attack steps decrease from one stage to the next."""
+        for i, (a, b) in enumerate(zip(self.stages, self.stages[1:], strict=False)):
+            if b.eps < a.eps:
+                raise ConfigError(f"stage {i + 1} eps {b.eps} is below stage {i} eps {a.eps}; eps may not decrease")
+            if b.n_steps < a.n_steps:
+                raise ConfigError(
+                    f"stage {i + 1} n_steps {b.n_steps} is below stage {i} n_steps {a.n_steps}; steps may not decrease"
+                )
+
+
+def constant(*, epochs: int, eps: float, n_steps: int = 10, beta: float = 6.0) -> Schedule:
+    """Full strength from the first epoch (PGD-AT, TRADES)."""
+    return Schedule((Stage(epochs=epochs, eps=eps, n_steps=n_steps, beta=beta),))
+
+
+def progressive(
+    *,
+    epochs: int,
+    eps: float,
+    n_stages: int = 3,
+    max_steps: int = 10,
+    min_steps: int = 1,
+    beta: float = 6.0,
+    growth: Literal["linear", "cosine"] = "linear",
+    final_fraction: float = 0.4,
+) -> Schedule:
+    """Progressive multi-stage schedule: eps and steps grow from stage to stage up to (eps, max_steps).
+
+    The last stage (full eps, max_steps) gets ``final_fraction`` of the epochs; the earlier stages share
+    the rest evenly. ``growth`` shapes the ramp of eps and steps over the stages.
+    """
+    if n_stages < 1:
+        raise ConfigError(f"n_stages must be >= 1, got {n_stages}")
+    if epochs < n_stages:
+        raise ConfigError(f"{epochs} epochs cannot hold {n_stages} stages (each needs >= 1 epoch)")
+    if not 0 < final_fraction <= 1:
+        raise ConfigError(f"final_fraction must be in (0, 1], got {final_fraction}")
+    if min_steps < 1 or max_steps < min_steps:
+        raise ConfigError(f"need 1 <= min_steps <= max_steps, got {min_steps}, {max_steps}")
+    if n_stages == 1:
+        return constant(epochs=epochs, eps=eps, n_steps=max_steps, beta=beta)
+    last = max(1, round(epochs * final_fraction))
+    last = min(last, epochs - (n_stages - 1))
+    rest = epochs - last
+    early = [rest // (n_stages - 1) + (1 if i < rest % (n_stages - 1) else 0) for i in range(n_stages - 1)]
+    stages = []
+    for i, n_ep in enumerate([*early, last]):
+        t = (i + 1) / n_stages
+        if growth == "cosine":
+            t = 0.5 * (1 - math.cos(math.pi * t))
+        elif growth != "linear":
+            raise ConfigError(f"unknown growth {growth!r}; expected 'linear' or 'cosine'")
+        steps = min_steps + round((max_steps - min_steps) * (i / (n_stages - 1)))
+        stages.append(Stage(epochs=n_ep, eps=eps * t, n_steps=steps, beta=beta))
+    return Schedule(tuple(stages))
