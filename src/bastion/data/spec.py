@@ -10,7 +10,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from bastion.domain import BoxDomain
+from bastion.domain import BoxDomain, InputDomain
 from bastion.errors import InputValidationError
 
 
@@ -24,7 +24,7 @@ class DatasetSpec:
         modality: ``"image"`` or ``"tabular"``.
         classes: class names; ``len(classes)`` is the number of classes.
         input_shape: shape of one example, e.g. (1, 8, 8).
-        domain: legal inputs in model space ([0, 1] pixels for images).
+        domain: legal inputs in model space ([0, 1] pixels for images; a TabularDomain for tabular data).
         benign: index of the benign class for security data (attacks target it); None otherwise.
         feature_names: tabular column names in model space (empty for images).
     """
@@ -34,7 +34,7 @@ class DatasetSpec:
     modality: Literal["image", "tabular"]
     classes: tuple[str, ...]
     input_shape: tuple[int, ...]
-    domain: BoxDomain
+    domain: InputDomain
     benign: int | None = None
     feature_names: tuple[str, ...] = ()
 
@@ -62,7 +62,7 @@ class DatasetSpec:
             modality=d["modality"],
             classes=tuple(d["classes"]),
             input_shape=tuple(d["input_shape"]),
-            domain=BoxDomain.from_dict(d["domain"]),
+            domain=domain_from_dict(d["domain"]),
             benign=d.get("benign"),
             feature_names=tuple(d.get("feature_names", ())),
         )
@@ -81,7 +81,16 @@ class DatasetSpec:
             raise InputValidationError(
                 f"{what} has shape {tuple(x.shape)}; {self.name} expects (N, {', '.join(map(str, self.input_shape))})"
             )
-        self.domain.check(x, what)
+        self.domain.check(x, what)  # type: ignore[attr-defined]
+
+
+def domain_from_dict(d: dict[str, Any]) -> InputDomain:
+    """Rebuild a saved domain: ``box`` or ``tabular`` (a TabularDomain with its fitted preprocessing)."""
+    if isinstance(d, dict) and d.get("kind") == "tabular":
+        from bastion.data.tabular.domain import TabularDomain
+
+        return TabularDomain.from_dict(d)
+    return BoxDomain.from_dict(d)
 
 
 @dataclass(frozen=True)
