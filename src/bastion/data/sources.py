@@ -43,7 +43,7 @@ def load_dataset(spec: str, *, seed: int = 0) -> Dataset:
     """
     name, path = parse_spec(spec)
     loader = DATASETS.get(name)
-    if path is not None and not Path(path).expanduser().exists():
+    if path is not None and not Path(path.partition("?")[0]).expanduser().exists():  # PATH?options
         raise DataNotFoundError(f"data path for {name!r} does not exist: {path}")
     return loader(path, seed, spec)
 
@@ -157,3 +157,12 @@ def load_mnist(path: str | None, seed: int, source: str) -> Dataset:
         seed,
         info,
     )
+
+
+def _register_tabular() -> None:
+    from bastion.data.tabular.sources import register
+
+    register(DATASETS)
+
+
+_register_tabular()
