@@ -159,6 +159,13 @@ def evaluate(
     suite: Annotated[str | None, typer.Option("--suite", help="Attack suite: quick, default.")] = None,
     eps: Annotated[list[float] | None, typer.Option("--eps", help="Budget; repeat for several.")] = None,
     n_examples: Annotated[int | None, typer.Option("--n-examples", help="Limit test examples.")] = None,
+    on_bad_rows: Annotated[
+        str | None, typer.Option("--on-bad-rows", help="Tabular data: drop (and report) or raise on bad rows.")
+    ] = None,
+    save_adversarial: Annotated[
+        Path | None,
+        typer.Option("--save-adversarial", help="Tabular data: write adversarial records in the input's format."),
+    ] = None,
     out: OutOpt = Path("runs/evaluate"),
     config: ConfigOpt = None,
     seed: SeedOpt = None,
@@ -174,7 +181,15 @@ def evaluate(
 
     def job() -> None:
         cfg = EvalConfig.from_yaml(
-            config, data=data, suite=suite, eps=eps or None, n_examples=n_examples, seed=seed, device=device
+            config,
+            data=data,
+            suite=suite,
+            eps=eps or None,
+            n_examples=n_examples,
+            seed=seed,
+            device=device,
+            on_bad_rows=on_bad_rows,
+            save_adversarial=str(save_adversarial) if save_adversarial else None,
         )
         with _progress() as hooks:
             results = run_evaluate(path, cfg, out, hooks)

@@ -100,6 +100,8 @@ class EvalConfig(_Config):
     eps: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.2])
     n_examples: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=256, ge=1)
+    on_bad_rows: Literal["drop", "raise"] = "drop"  # tabular data: drop and report bad rows, or stop
+    save_adversarial: str | None = None  # tabular data: write adversarial records in the input's format
 
     @field_validator("eps")
     @classmethod

@@ -190,6 +190,10 @@ def run_evaluate(path: Path, cfg: EvalConfig, out: Path, hooks: Hooks | None = N
     models = checkpoint.model_dirs(path)
     first = next(iter(models.values()))
     description = checkpoint.read_description(first)
+    if description["dataset"].get("modality") == "tabular":
+        from bastion.tabular_runs import run_evaluate_tabular
+
+        return run_evaluate_tabular(path, cfg, out, hooks)
     spec_str = cfg.data or description["dataset"]["source"]
     seed = cfg.seed if cfg.data else int(description.get("seed", cfg.seed))
     data = load_dataset(spec_str, seed=seed)

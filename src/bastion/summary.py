@@ -143,7 +143,51 @@ def to_markdown(results: dict[str, Any]) -> str:
         out.append(_table(["attack", "eps", "robust acc.", "detected (of fooled)", "failure rate", "AUROC"], rows))
         out.append("")
         out.append("Failure rate = share of all test inputs that end misclassified and unflagged.")
+    out += tabular_section(results)
     notes = results.get("notes")
     if notes:
         out += ["", "## Notes", "", *[f"- {note}" for note in notes]]
     return "\n".join(out) + "\n"
+
+
+def tabular_section(results: dict[str, Any]) -> list[str]:
+    """Evasion on tabular security data: constrained vs unconstrained claims, validity, detection metrics."""
+    models = {n: m["tabular"] for n, m in results["models"].items() if m.get("tabular")}
+    if not models:
+        return []
+    out = [
+        "",
+        "## Evasion (malicious rows attacked toward the benign class)",
+        "",
+        "Robust = malicious rows still detected after the attack; an evasion counts only if the adversarial "
+        "record passes the independent raw validator. `unconstrained` = the same attack in a plain [0, 1] box "
+        "(what an attack ignoring the domain would claim). Precision / recall / MCC: malicious = positive, "
+        "with the malicious rows replaced by their adversarial versions.",
+        "",
+    ]
+    rows = []
+    for name, t in models.items():
+        clean = t.get("clean", {})
+        rows.append(
+            [name, "clean", "-", _pct(clean.get("detection_rate")), "-", "-", "-"]
+            + [f"{clean.get(k, 0):.3f}" for k in ("precision", "recall", "mcc")]
+        )
+        for attack, by_eps in t["evasion_rate"].items():
+            for e, rate in by_eps.items():
+                free = t.get("unconstrained_robust_accuracy", {}).get(attack, {}).get(e)
+                free_valid = t.get("unconstrained_valid_share", {}).get(attack, {}).get(e)
+                rows.append(
+                    [
+                        name,
+                        attack,
+                        e,
+                        _pct(None if rate is None else 1 - rate),
+                        _pct(t.get("valid_share", {}).get(attack, {}).get(e)),
+                        _pct(free),
+                        _pct(free_valid),
+                    ]
+                    + [f"{t[k][attack][e]:.3f}" for k in ("precision", "recall", "mcc")]
+                )
+    header = ["model", "attack", "eps", "robust (detected)", "valid", "unconstrained claim", "unconstr. valid"]
+    out.append(_table([*header, "precision", "recall", "MCC"], rows))
+    return out

@@ -26,5 +26,13 @@ def default() -> dict[str, Attack]:
     return {"fgsm": FGSM(), "pgd-50x2": PGD(n_steps=50, n_restarts=2)}
 
 
+@SUITES.register("tabular")
+def tabular() -> dict[str, Attack]:
+    """Constrained tabular evasion: PGD-50 (relaxed steps, repaired once) and the gradient-free search."""
+    from bastion.attacks.search import CoordinateSearch
+
+    return {"pgd-50": PGD(n_steps=50), "search": CoordinateSearch(n_iters=30, n_candidates=16)}
+
+
 def build_suite(name: str) -> dict[str, Attack]:
     return SUITES.get(name)()
