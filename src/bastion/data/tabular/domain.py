@@ -201,12 +201,39 @@ class TabularDomain:
             out[:, col] = np.where(target == raw_ref, x_ref[:, col], z_target)
         return out
 
+    def _raw_column(self, x: np.ndarray, name: str, category: str | None) -> np.ndarray:
+        """Raw values of one feature (or a category's 0/1 indicator) as inverse_transform writes them."""
+        pre = self.preprocessor
+        feature = pre.schema_.feature(name)
+        s = pre.feature_slices_[name]
+        if category is not None:
+            column = f"{name}={category}"
+            if column not in pre.columns_:
+                return np.zeros(len(x))
+            return (s.start + np.argmax(x[:, s], axis=1) == pre.columns_.index(column)).astype(np.float64)
+        z = np.clip(x[:, s.start], pre.lower_[s.start], pre.upper_[s.start])
+        if feature.kind is FeatureKind.BINARY:
+            group = next((g for g in pre.onehot_groups_ if s.start in g), None)
+            if feature.group is not None and group is not None:
+                return (group[np.argmax(x[:, group], axis=1)] == s.start).astype(np.float64)
+            return (z >= 0.5).astype(np.float64)
+        if feature.kind is FeatureKind.DISCRETE:
+            grid = pre.discrete_grids_[s.start]
+            allowed = np.asarray(feature.values, dtype=np.float64)
+            return allowed[np.argmin(np.abs(z[:, None] - grid[None, :]), axis=1)]
+        return np.asarray(pre._to_raw(feature, z), dtype=np.float64)
+
     def _relations_hold(self, x: np.ndarray) -> np.ndarray:
         """(N, R) bool on the records inverse_transform would write (what the raw validator reads)."""
         if not self.relations:
             return np.ones((len(x), 0), dtype=bool)
-        df = self.preprocessor.inverse_transform(x)
-        return np.stack([rel.holds(df) for rel in self.relations], axis=1)
+        out = np.empty((len(x), len(self.relations)), dtype=bool)
+        for r, rel in enumerate(self.relations):
+            lhs = np.zeros(len(x))
+            for term, coef in rel.terms:
+                lhs += coef * self._raw_column(x, *LinearRelation.split_term(term))
+            out[:, r] = lhs <= rel.bound + rel.tolerance * (1.0 + abs(rel.bound))
+        return out
 
     def _fix_relations(self, snapped: np.ndarray, relaxed: np.ndarray, x_ref: np.ndarray, dtype: torch.dtype) -> Any:
         def cast(a: np.ndarray) -> np.ndarray:

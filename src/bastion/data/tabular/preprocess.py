@@ -20,6 +20,7 @@ raw value must survive the round trip.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal, Self, TypeAlias
 
@@ -34,7 +35,9 @@ __all__ = ["TabularPreprocessor", "raw_violations", "validate_raw"]
 
 _FORMAT = "bastion.tabular-preprocessor"
 _VERSION = 1
-_STATE_KEYS = frozenset({"format", "version", "schema", "schema_hash", "out_of_range", "ranges", "categories"})
+_STATE_KEYS = frozenset(
+    {"format", "version", "schema", "schema_hash", "out_of_range", "ranges", "categories", "feature_order", "columns"}
+)
 
 Data: TypeAlias = pd.DataFrame | TabularTable
 
@@ -519,6 +522,10 @@ class TabularPreprocessor:
             "out_of_range": self.out_of_range,
             "ranges": {k: [lo, hi] for k, (lo, hi) in self.ranges_.items()},
             "categories": {k: list(v) for k, v in self.categories_.items()},
+            # The schema's features are a mapping: JSON writers that sort keys would reorder them, and the
+            # order is the model's column order, so it is stored (and checked) explicitly.
+            "feature_order": list(self.schema.names),
+            "columns": list(self.columns_),
         }
 
     @classmethod
@@ -532,6 +539,12 @@ class TabularPreprocessor:
         if state.get("version") != _VERSION:
             raise ConfigError(f"saved TabularPreprocessor version {state.get('version')!r}, expected {_VERSION}")
         schema = TabularSchema.from_dict(state["schema"], source="saved TabularPreprocessor")
+        order = state.get("feature_order")
+        if order is not None:
+            if sorted(order) != sorted(schema.names):
+                raise ConfigError("saved TabularPreprocessor: feature_order does not name the schema's features")
+            by_name = {f.name: f for f in schema.features}
+            schema = replace(schema, features=tuple(by_name[n] for n in order))
         if schema.schema_hash() != state.get("schema_hash"):
             raise ConfigError("saved TabularPreprocessor: schema does not match its recorded schema_hash")
         pre = cls(schema, out_of_range=state.get("out_of_range", "clip"))
@@ -542,4 +555,6 @@ class TabularPreprocessor:
         if set(ranges) != expected_ranges or set(categories) != expected_cats:
             raise ConfigError("saved TabularPreprocessor: ranges / categories do not match the schema's features")
         pre._set_state(ranges, categories)
+        if "columns" in state and list(state["columns"]) != list(pre.columns_):
+            raise ConfigError("saved TabularPreprocessor: its model-space columns do not rebuild in the same order")
         return pre
