@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from bastion.attacks import PGD, CoordinateSearch
@@ -85,7 +84,9 @@ def train(
     return model.eval(), record.to_dict()
 
 
-def nsl_kdd_studies(data: Any, models: dict[str, torch.nn.Module], eps: float, n_rows: int, seed: int) -> dict[str, Any]:
+def nsl_kdd_studies(
+    data: Any, models: dict[str, torch.nn.Module], eps: float, n_rows: int, seed: int
+) -> dict[str, Any]:
     """Transfer matrix (evasion rates) and drift (detection of seen vs unseen attack names)."""
     from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 
@@ -149,7 +150,13 @@ def main(argv: list[str] | None = None) -> int:
         command="bench/tabular.py",
         data="+".join(f"{d}:{root / DATASETS[d][0]}" for d in args.datasets),
         seed=args.seed,
-        config={"epochs": epochs, "n_eval": n_eval, "mlp_hidden": [128, 64], "train_n_steps": 5, "threads": args.threads},
+        config={
+            "epochs": epochs,
+            "n_eval": n_eval,
+            "mlp_hidden": [128, 64],
+            "train_n_steps": 5,
+            "threads": args.threads,
+        },
         threat={
             d: {"norm": DATASETS[d][1], "train_eps": DATASETS[d][2], "eps": [eps_key(e) for e in DATASETS[d][3]]}
             for d in args.datasets
@@ -205,8 +212,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {src:36s} " + "  ".join(f"{t}={100 * v:.1f}%" for t, v in row.items()))
         print("drift (detection on attack names seen in training vs only in KDDTest+):")
         for name, d in studies["drift"]["models"].items():
-            print(f"  {name:24s} seen {d['seen_attack_detection']}  unseen {d['unseen_attack_detection']}  "
-                  f"benign acc {d['benign_accuracy']}")
+            print(
+                f"  {name:24s} seen {d['seen_attack_detection']}  unseen {d['unseen_attack_detection']}  "
+                f"benign acc {d['benign_accuracy']}"
+            )
     return 0
 
 

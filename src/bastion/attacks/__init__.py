@@ -15,10 +15,10 @@ ATTACKS.register("search")(CoordinateSearch)
 __all__ = [
     "ATTACKS",
     "FGSM",
-    "CoordinateSearch",
     "PGD",
     "Attack",
     "AttackResult",
+    "CoordinateSearch",
     "cross_entropy",
     "dlr",
     "evaluating",

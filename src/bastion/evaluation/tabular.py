@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from bastion._typing import Norm
 from bastion.attacks import Attack
 from bastion.data.spec import Split
 from bastion.data.tabular.domain import TabularDomain
@@ -75,7 +76,7 @@ def _attack_rows(
     cost = {"forward_passes": 0.0, "backward_passes": 0.0, "wall_time_s": 0.0}
     for start in range(0, len(x), batch_size):
         xb, tb = x[start : start + batch_size], target[start : start + batch_size]
-        result = attack(model, xb, Reach(tb), threat, rng=rng)
+        result = attack(model, xb, Reach(tb), threat, rng=rng)  # type: ignore[arg-type]  # as in accuracy.py
         out.append(result.x_adv)
         success.append(result.success)
         cost["forward_passes"] += result.n_forward
@@ -156,7 +157,7 @@ def evaluate_tabular(
         worst = torch.zeros(n_mal, dtype=torch.bool)
         worst_free = torch.zeros(n_mal, dtype=torch.bool)
         for name, attack in attacks.items():
-            threat = ThreatModel(norm=norm, eps=eps, domain=domain)
+            threat = ThreatModel(norm=Norm(norm), eps=eps, domain=domain)
             x_adv, _, cost = _attack_rows(model, x_mal, target, attack, threat, seed=seed, batch_size=batch_size)
             evaded_pred = (predict(model, x_adv) == benign).cpu()
             valid = torch.as_tensor(
@@ -170,14 +171,17 @@ def evaluate_tabular(
             tab["valid_share"].setdefault(name, {})[key] = round(float(valid.float().mean()), 6) if n_mal else None
             entry["attack_cost"].setdefault(name, {})[key] = cost
             if unconstrained:
-                free = ThreatModel(norm=norm, eps=eps, domain=box)
+                free = ThreatModel(norm=Norm(norm), eps=eps, domain=box)
                 x_free, _, _ = _attack_rows(model, x_mal, target, attack, free, seed=seed, batch_size=batch_size)
                 free_evaded = (predict(model, x_free) == benign).cpu()
-                free_valid = validate_raw(
-                    pd.DataFrame(domain.preprocessor.inverse_transform(x_free.cpu().double().numpy())),
-                    schema,
-                    reference=raw_mal,
-                ) & domain.is_feasible(x_free, x_mal).cpu().numpy()
+                free_valid = (
+                    validate_raw(
+                        pd.DataFrame(domain.preprocessor.inverse_transform(x_free.cpu().double().numpy())),
+                        schema,
+                        reference=raw_mal,
+                    )
+                    & domain.is_feasible(x_free, x_mal).cpu().numpy()
+                )
                 worst_free |= free_evaded
                 tab["unconstrained_robust_accuracy"].setdefault(name, {})[key] = (
                     round(1 - float(free_evaded.float().mean()), 6) if n_mal else None

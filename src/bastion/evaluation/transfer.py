@@ -36,7 +36,9 @@ class SklearnClassifier:
 
 def predicted(model: Predictor, x: Tensor, batch_size: int = 1024) -> np.ndarray:
     with torch.no_grad():
-        return np.concatenate([model(x[i : i + batch_size]).argmax(1).cpu().numpy() for i in range(0, len(x), batch_size)])
+        return np.concatenate(
+            [model(x[i : i + batch_size]).argmax(1).cpu().numpy() for i in range(0, len(x), batch_size)]
+        )
 
 
 def transfer_matrix(

@@ -11,7 +11,7 @@ import pytest
 import torch
 from synthetic import SCHEMA
 from synthetic import records as synthetic_records
-from tabular_fixtures import clamp_line, CLAMP_HEADER, kdd_line, phishing_arff, phishing_fields
+from tabular_fixtures import CLAMP_HEADER, clamp_line, kdd_line, phishing_arff, phishing_fields
 
 from bastion.config import EvalConfig, TrainConfig
 from bastion.data import load_dataset
@@ -164,7 +164,9 @@ def test_evaluate_uses_the_models_own_preprocessing_and_saves_replayable_records
     assert (reference.raw_labels == again.raw_labels).all()
     assert (reference.extras["difficulty"] == again.extras["difficulty"]).all()
     assert validate_raw(again.features, again.schema, reference=reference.features).all()
-    assert sidecar.tolist() == [ln for ln, a in zip(original.line_numbers, original.raw_labels) if a != "normal"]
+    assert sidecar.tolist() == [
+        ln for ln, a in zip(original.line_numbers, original.raw_labels, strict=True) if a != "normal"
+    ]
 
 
 def test_evaluate_refuses_bad_rows_on_request(kdd_model: tuple[Path, Path], tmp_path: Path) -> None:

@@ -20,8 +20,8 @@ raw value must survive the round trip.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from typing import Any, Literal, Self, TypeAlias
 
 import numpy as np
