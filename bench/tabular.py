@@ -131,6 +131,65 @@ def nsl_kdd_studies(
     }
 
 
+def studies_markdown(results: dict[str, Any]) -> str:
+    """The NSL-KDD transfer matrix and drift table, rendered."""
+    studies = results.get("nsl_kdd_studies")
+    if not studies:
+        return ""
+    t = studies["transfer"]
+    targets = list(next(iter(t["matrix"].values())))
+    lines = [
+        "",
+        f"## NSL-KDD transfer (evasion rate, {t['norm']} eps {t['eps']}, {t['n_rows']} malicious test rows)",
+        "",
+        "Rows: where the examples were crafted; columns: the model they are replayed on.",
+        "",
+        "| crafted on | " + " | ".join(targets) + " |",
+        "|---|" + "---|" * len(targets),
+    ]
+    for src, row in t["matrix"].items():
+        lines.append(f"| {src} | " + " | ".join(f"{100 * row[c]:.1f}%" for c in targets) + " |")
+    d = studies["drift"]
+    lines += [
+        "",
+        f"## NSL-KDD drift: {d['n_seen_attack_rows']} KDDTest+ attack rows of names seen in training, "
+        f"{d['n_unseen_attack_rows']} of {len(d['unseen_names'])} names never seen",
+        "",
+        "| model | detection (seen names) | detection (unseen names) | benign accuracy |",
+        "|---|---|---|---|",
+    ]
+    for name, m in d["models"].items():
+        cells = [m["seen_attack_detection"], m["unseen_attack_detection"], m["benign_accuracy"]]
+        lines.append(f"| {name} | " + " | ".join("n/a" if v is None else f"{100 * v:.1f}%" for v in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def merge(parts: list[Path], out: Path) -> int:
+    """One results.json from per-dataset runs (e.g. run in parallel); models and studies are combined."""
+    from bastion.results import read_results
+
+    merged: dict[str, Any] | None = None
+    for part in parts:
+        r = read_results(part / "results.json")
+        if merged is None:
+            merged = r
+            continue
+        merged["data"] += "+" + r["data"]
+        merged["models"].update(r["models"])
+        merged["threat"].update(r["threat"])
+        merged.setdefault("datasets", {}).update(r.get("datasets", {}))
+        if "nsl_kdd_studies" in r:
+            merged["nsl_kdd_studies"] = r["nsl_kdd_studies"]
+    assert merged is not None
+    merged["merged_from"] = [str(p) for p in parts]
+    out.mkdir(parents=True, exist_ok=True)
+    write_results(out / "results.json", merged)
+    text = to_markdown(merged) + studies_markdown(merged)
+    atomic_write_text(out / "summary.md", text)
+    print(text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
@@ -140,7 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-eval", type=int, default=None, help="test rows to evaluate per dataset")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--merge", type=Path, nargs="+", help="combine the results.json of runs made with --datasets into --out"
+    )
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.out)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
     epochs = args.epochs or (2 if args.quick else 10)
@@ -203,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     args.out.mkdir(parents=True, exist_ok=True)
     write_results(args.out / "results.json", results)
-    atomic_write_text(args.out / "summary.md", to_markdown(results))
+    atomic_write_text(args.out / "summary.md", to_markdown(results) + studies_markdown(results))
     print("\n".join(["", *lines]))
     if "nsl_kdd_studies" in results:
         studies = results["nsl_kdd_studies"]
