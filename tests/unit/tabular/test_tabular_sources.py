@@ -192,3 +192,21 @@ def test_save_adversarial_in_clamp_and_phishing_formats(write: Write, tmp_path: 
         table = read_phishing(write(name, text))
         again = read_phishing(write_records(tmp_path / f"adv-{name}", table.features, table, header=False))
         assert again.features.equals(table.features)
+
+
+def test_unsw_nb15_and_cic_ids2017_specs(write: Write, tmp_path: Path) -> None:
+    from tabular_fixtures import cic_header, cic_line, unsw_header, unsw_line
+
+    def unsw(n: int) -> list[str]:
+        rows = [unsw_line(i, attack_cat="Exploits" if i % 2 else "Normal", label=str(i % 2)) for i in range(1, n + 1)]
+        return [unsw_header(), *rows]
+
+    folder = tmp_path / "unsw"
+    folder.mkdir()
+    (folder / "UNSW_NB15_training-set.csv").write_text("\n".join(unsw(40)) + "\n")
+    (folder / "UNSW_NB15_testing-set.csv").write_text("\n".join(unsw(10)) + "\n")
+    data = load_dataset(f"unsw-nb15:{folder}")
+    assert len(data.test) == 10 and data.spec.benign == 0
+    cic = write("monday.csv", [cic_header(), *[cic_line("BENIGN" if i % 2 else "DDoS") for i in range(40)]])
+    data = load_dataset(f"cic-ids2017:{cic}")
+    assert data.spec.domain.is_feasible(data.train.x, data.train.x).all()
