@@ -175,8 +175,11 @@ def merge(parts: list[Path], out: Path) -> int:
             merged = r
             continue
         merged["data"] += "+" + r["data"]
-        merged["models"].update(r["models"])
-        merged["threat"].update(r["threat"])
+        clash = bool(set(r["models"]) & set(merged["models"]))  # e.g. a second run with another --train-eps
+        for name, entry in r["models"].items():
+            merged["models"][f"{name} ({part.name})" if clash else name] = entry
+        for name, threat in r["threat"].items():
+            merged["threat"][f"{name} ({part.name})" if name in merged["threat"] else name] = threat
         merged.setdefault("datasets", {}).update(r.get("datasets", {}))
         if "nsl_kdd_studies" in r:
             merged["nsl_kdd_studies"] = r["nsl_kdd_studies"]
@@ -199,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-eval", type=int, default=None, help="test rows to evaluate per dataset")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--train-eps", type=float, default=None, help="override each dataset's training eps")
     parser.add_argument(
         "--merge", type=Path, nargs="+", help="combine the results.json of runs made with --datasets into --out"
     )
@@ -222,7 +226,11 @@ def main(argv: list[str] | None = None) -> int:
             "threads": args.threads,
         },
         threat={
-            d: {"norm": DATASETS[d][1], "train_eps": DATASETS[d][2], "eps": [eps_key(e) for e in DATASETS[d][3]]}
+            d: {
+                "norm": DATASETS[d][1],
+                "train_eps": args.train_eps if args.train_eps is not None else DATASETS[d][2],
+                "eps": [eps_key(e) for e in DATASETS[d][3]],
+            }
             for d in args.datasets
         },
     )
@@ -236,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = []
     for dname in args.datasets:
         spec_rel, norm, train_eps, budgets = DATASETS[dname]
+        train_eps = args.train_eps if args.train_eps is not None else train_eps
         data = load_tabular(f"{dname}:{root / spec_rel}", seed=args.seed)
         ds = data.dataset
         test = ds.test.take(n_eval)
