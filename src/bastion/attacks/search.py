@@ -55,9 +55,8 @@ class CoordinateSearch(Attack):
     def _perturb(
         self, model: Classifier, x: Tensor, goal: Goal, threat: ThreatModel, rng: torch.Generator | None
     ) -> Tensor:
-        if x.dim() != 2:
-            raise ConfigError(f"CoordinateSearch searches over feature columns: x must be (N, D), got {tuple(x.shape)}")
-        blocks, columns = _search_units(threat, x.shape[1], x.device)
+        shape = x.shape  # images are searched pixel by pixel: units index the flattened example
+        blocks, columns = _search_units(threat, x[0].numel(), x.device)
         n_units = len(blocks) + columns.numel()
         if n_units == 0:
             return x.clone()
@@ -73,7 +72,8 @@ class CoordinateSearch(Attack):
                 best_x, best_score = x_adv[live], score[live]
                 best_hit = torch.zeros_like(best_score, dtype=torch.bool)
                 for _ in range(self.n_candidates):
-                    cand = self._propose(x_adv[live], x[live], blocks, columns, threat, rng)
+                    flat = self._propose(x_adv[live].flatten(1), blocks, columns, threat.eps, rng)
+                    cand = flat.view(-1, *shape[1:])
                     cand = threat.domain.repair(threat.project(cand, x[live]), x[live])
                     logits = model(cand)
                     loss = self.loss(logits, sub_goal.reference)
@@ -94,10 +94,9 @@ class CoordinateSearch(Attack):
     def _propose(
         self,
         x_adv: Tensor,
-        x: Tensor,
         blocks: list[Tensor],
         columns: Tensor,
-        threat: ThreatModel,
+        eps: float,
         rng: torch.Generator | None,
     ) -> Tensor:
         """One random single-unit move per row (a column shift or a one-hot block switch)."""
@@ -109,11 +108,11 @@ class CoordinateSearch(Attack):
         if is_col.any():
             rows = is_col.nonzero().squeeze(1)
             cols = columns[unit[rows] - len(blocks)]
-            fraction = torch.tensor(_FRACTIONS, device=device, dtype=x.dtype)[
+            fraction = torch.tensor(_FRACTIONS, device=device, dtype=x_adv.dtype)[
                 torch.randint(len(_FRACTIONS), (rows.numel(),), generator=rng, device=device)
             ]
-            sign = torch.randint(2, (rows.numel(),), generator=rng, device=device).to(x.dtype) * 2 - 1
-            cand[rows, cols] = x_adv[rows, cols] + sign * fraction * threat.eps
+            sign = torch.randint(2, (rows.numel(),), generator=rng, device=device).to(x_adv.dtype) * 2 - 1
+            cand[rows, cols] = x_adv[rows, cols] + sign * fraction * eps
         for b, block in enumerate(blocks):
             rows = (unit == b).nonzero().squeeze(1)
             if rows.numel() == 0:
@@ -123,7 +122,7 @@ class CoordinateSearch(Attack):
             current = x_adv[rows[:, None], block[None, :]].argmax(dim=1)  # another category than now
             shift = torch.randint(block.numel() - 1, (rows.numel(),), generator=rng, device=device)
             position = (current + 1 + shift) % block.numel()
-            vertex = torch.zeros(rows.numel(), block.numel(), device=device, dtype=x.dtype)
+            vertex = torch.zeros(rows.numel(), block.numel(), device=device, dtype=x_adv.dtype)
             vertex[torch.arange(rows.numel(), device=device), position] = 1.0
             cand[rows[:, None], block[None, :]] = vertex
         return cand
