@@ -131,6 +131,17 @@ def nsl_kdd_studies(
     }
 
 
+def _threat(per_dataset: dict[str, Any]) -> dict[str, Any]:
+    """Top-level threat block (what summary.md reads) over per-dataset settings."""
+    eps = sorted({e for t in per_dataset.values() for e in t["eps"]}, key=float)
+    return {
+        "norm": "linf",
+        "eps": eps,
+        "suite": "pgd-50 + search (constrained; and the same attacks unconstrained)",
+        "per_dataset": per_dataset,
+    }
+
+
 def studies_markdown(results: dict[str, Any]) -> str:
     """The NSL-KDD transfer matrix and drift table, rendered."""
     studies = results.get("nsl_kdd_studies")
@@ -178,12 +189,16 @@ def merge(parts: list[Path], out: Path) -> int:
         clash = bool(set(r["models"]) & set(merged["models"]))  # e.g. a second run with another --train-eps
         for name, entry in r["models"].items():
             merged["models"][f"{name} ({part.name})" if clash else name] = entry
-        for name, threat in r["threat"].items():
-            merged["threat"][f"{name} ({part.name})" if name in merged["threat"] else name] = threat
+        known = merged["threat"].get("per_dataset", merged["threat"])
+        for name, threat in r["threat"].get("per_dataset", r["threat"]).items():
+            known[f"{name} ({part.name})" if name in known else name] = threat
+        merged["threat"] = {"per_dataset": known}
         merged.setdefault("datasets", {}).update(r.get("datasets", {}))
         if "nsl_kdd_studies" in r:
             merged["nsl_kdd_studies"] = r["nsl_kdd_studies"]
     assert merged is not None
+    per_dataset = merged["threat"].get("per_dataset", merged["threat"])
+    merged["threat"] = _threat(per_dataset)
     merged["merged_from"] = [str(p) for p in parts]
     out.mkdir(parents=True, exist_ok=True)
     write_results(out / "results.json", merged)
@@ -225,14 +240,16 @@ def main(argv: list[str] | None = None) -> int:
             "train_n_steps": 5,
             "threads": args.threads,
         },
-        threat={
-            d: {
-                "norm": DATASETS[d][1],
-                "train_eps": args.train_eps if args.train_eps is not None else DATASETS[d][2],
-                "eps": [eps_key(e) for e in DATASETS[d][3]],
+        threat=_threat(
+            {
+                d: {
+                    "norm": DATASETS[d][1],
+                    "train_eps": args.train_eps if args.train_eps is not None else DATASETS[d][2],
+                    "eps": [eps_key(e) for e in DATASETS[d][3]],
+                }
+                for d in args.datasets
             }
-            for d in args.datasets
-        },
+        ),
     )
     results["notes"] = [
         "robust_accuracy = detection rate on malicious test rows under attack (1 - evasion rate); an evasion "
