@@ -210,3 +210,12 @@ def test_unsw_nb15_and_cic_ids2017_specs(write: Write, tmp_path: Path) -> None:
     cic = write("monday.csv", [cic_header(), *[cic_line("BENIGN" if i % 2 else "DDoS") for i in range(40)]])
     data = load_dataset(f"cic-ids2017:{cic}")
     assert data.spec.domain.is_feasible(data.train.x, data.train.x).all()
+
+
+def test_evaluate_without_data_rebuilds_the_models_test_split(kdd_model: tuple[Path, Path], tmp_path: Path) -> None:
+    _, run = kdd_model
+    cfg = EvalConfig.parse({"suite": "quick", "eps": [0.1], "device": "cpu"})
+    results = run_evaluate(run, cfg, tmp_path / "eval")
+    entry = results["models"]["pgd-at"]
+    assert entry["n_examples"] == 24  # the 20% stratified test split of the 120 training-file rows
+    assert entry["tabular"]["valid_share"]["fgsm"]["0.1"] == 1.0
