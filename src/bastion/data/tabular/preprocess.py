@@ -350,7 +350,10 @@ class TabularPreprocessor:
         lo, hi = self.ranges_[feature.name]
         if feature.log_scale:  # numpy's log1p, as in _to_model: math.log1p may differ in the last bit
             lo, hi = float(np.log1p(lo)), float(np.log1p(hi))
-        return lo, hi - lo
+        span = hi - lo
+        # A subnormal span (a range like [0, 5e-324]) cannot be divided and multiplied back exactly:
+        # such a feature is constant in model space.
+        return lo, span if span >= np.finfo(np.float64).tiny else 0.0
 
     @staticmethod
     def _discrete_model(feature: Feature, values: np.ndarray) -> np.ndarray:
@@ -540,11 +543,12 @@ class TabularPreprocessor:
             raise ConfigError(f"saved TabularPreprocessor version {state.get('version')!r}, expected {_VERSION}")
         schema = TabularSchema.from_dict(state["schema"], source="saved TabularPreprocessor")
         order = state.get("feature_order")
-        if order is not None:
-            if sorted(order) != sorted(schema.names):
-                raise ConfigError("saved TabularPreprocessor: feature_order does not name the schema's features")
-            by_name = {f.name: f for f in schema.features}
-            schema = replace(schema, features=tuple(by_name[n] for n in order))
+        if order is None:  # a features mapping may have been reordered by a sorted-key JSON writer
+            raise ConfigError("saved TabularPreprocessor lacks 'feature_order': its column order is unknown; refit it")
+        if sorted(order) != sorted(schema.names):
+            raise ConfigError("saved TabularPreprocessor: feature_order does not name the schema's features")
+        by_name = {f.name: f for f in schema.features}
+        schema = replace(schema, features=tuple(by_name[n] for n in order))
         if schema.schema_hash() != state.get("schema_hash"):
             raise ConfigError("saved TabularPreprocessor: schema does not match its recorded schema_hash")
         pre = cls(schema, out_of_range=state.get("out_of_range", "clip"))
