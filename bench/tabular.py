@@ -55,7 +55,7 @@ def data_root() -> Path:
 
 
 def train(
-    name: str, method: str, data: Any, eps: float, norm: str, epochs: int, seed: int
+    name: str, method: str, data: Any, eps: float, norm: str, epochs: int, seed: int, beta: float = 6.0
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     spec = data.dataset.spec
     mean, std = normalization_stats(data.dataset.train.x)
@@ -69,7 +69,7 @@ def train(
     )
     model = build_model(arch, seed=seed)
     objective, schedule = build_method(
-        method, MethodConfig(epochs=epochs, eps=eps, n_steps=5, beta=6.0, n_stages=3, min_steps=1)
+        method, MethodConfig(epochs=epochs, eps=eps, n_steps=5, beta=beta, n_stages=3, min_steps=1)
     )
     threat = ThreatModel(norm=norm, eps=eps, domain=spec.domain)
     record = fit(
@@ -218,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--train-eps", type=float, default=None, help="override each dataset's training eps")
+    parser.add_argument("--beta", type=float, default=6.0, help="TRADES trade-off (progressive TRADES)")
     parser.add_argument(
         "--merge", type=Path, nargs="+", help="combine the results.json of runs made with --datasets into --out"
     )
@@ -245,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                 d: {
                     "norm": DATASETS[d][1],
                     "train_eps": args.train_eps if args.train_eps is not None else DATASETS[d][2],
+                    "trades_beta": args.beta,
                     "eps": [eps_key(e) for e in DATASETS[d][3]],
                 }
                 for d in args.datasets
@@ -268,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         raw = data.tables["test"].features.iloc[: len(test)]
         trained: dict[str, torch.nn.Module] = {}
         for method in METHODS:
-            model, record = train(dname, method, data, train_eps, norm, epochs, args.seed)
+            model, record = train(dname, method, data, train_eps, norm, epochs, args.seed, args.beta)
             trained[method] = model
             entry, _ = evaluate_tabular(
                 model, test, raw, ds.spec.domain, ds.spec.benign, attacks, norm, budgets, seed=args.seed
