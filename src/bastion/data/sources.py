@@ -159,10 +159,15 @@ def load_mnist(path: str | None, seed: int, source: str) -> Dataset:
     )
 
 
-def _register_tabular() -> None:
-    from bastion.data.tabular.sources import register
+def _tabular_loader(kind: str) -> Callable[[str | None, int, str], Dataset]:
+    def load(path: str | None, seed: int, source: str) -> Dataset:
+        from bastion.data.tabular.sources import load_tabular  # pandas only when tabular data is loaded
 
-    register(DATASETS)
+        return load_tabular(source, seed=seed).dataset
+
+    load.__doc__ = f"``{kind}:PATH[?options]``: a tabular security dataset (docs/tabular.md)."
+    return load
 
 
-_register_tabular()
+for _kind in ("nsl-kdd", "phishing", "malware", "unsw-nb15", "cic-ids2017", "csv"):
+    DATASETS.register(_kind)(_tabular_loader(_kind))

@@ -14,7 +14,6 @@ test split and nothing is refitted.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -256,17 +255,3 @@ def load_tabular(
         {**info, "bad_rows": {"count": table.bad_rows.count, "lines": list(table.bad_rows.lines[:20])}},
     )
     return TabularData(dataset, pre, tables, kind, options)
-
-
-def _loader(kind: str) -> Callable[[str | None, int, str], Dataset]:
-    def load(path: str | None, seed: int, source: str) -> Dataset:
-        return load_tabular(source, seed=seed).dataset
-
-    load.__doc__ = f"``{kind}:PATH[?options]``: see bastion.data.tabular.sources."
-    return load
-
-
-def register(registry: Any) -> None:
-    """Add the tabular SPECs to the dataset registry (called by bastion.data.sources)."""
-    for kind in TABULAR_NAMES:
-        registry.register(kind)(_loader(kind))
