@@ -34,7 +34,7 @@ class Distillation:
         if not self.temperature > 0:
             raise ConfigError(f"temperature must be > 0, got {self.temperature}")
 
-    def __call__(self, model, x, y, stage, threat, rng):  # type: ignore[no-untyped-def]
+    def __call__(self, model, x, y, stage, threat, rng):
         t = self.temperature
         with torch.no_grad():
             self.teacher.eval()
