@@ -147,10 +147,19 @@ def save_adversarial(
         which[hit] = name
         evaded |= hit
     records = domain.raw_records(chosen)
+    original = table.select(malicious)
+    clean = test.x[malicious].cpu()
+    pre = domain.preprocessor
+    for name in pre.schema_.names:  # unchanged features keep their exact original text, not a float32 echo
+        cols = pre.feature_slices_[name]
+        same = (chosen[:, cols] == clean[:, cols]).all(dim=1).numpy()
+        values = records[name].to_numpy(copy=True)
+        values[same] = original.features[name].to_numpy()[same]
+        records[name] = values
     return write_records(
         target,
         records,
-        table.select(malicious),
+        original,
         header=_header(data),
         sidecar={"attack": which.tolist(), "eps": [eps_key(eps)] * len(malicious), "evaded": evaded.tolist()},
     )
