@@ -68,9 +68,12 @@ def measure(name: str, num_classes: int, batch: int, repeats: int) -> dict[str, 
         F.cross_entropy(model(x), y).backward()
 
     def attack_step() -> None:
+        # The gradient with respect to the input only, as attacks take it (weights frozen: no weight grads).
         model.eval()
+        model.requires_grad_(False)
         x_adv = x.clone().requires_grad_(True)
-        (grad,) = torch.autograd.grad(F.cross_entropy(model(x_adv), y), x_adv)
+        F.cross_entropy(model(x_adv), y).backward()
+        model.requires_grad_(True)
 
     flops = {}
     for key, step in (("train", train_step), ("attack", attack_step)):
@@ -92,7 +95,7 @@ def measure(name: str, num_classes: int, batch: int, repeats: int) -> dict[str, 
 
 def epoch_steps(cfg: TrainConfig) -> list[dict[str, float]]:
     """Per-epoch (train steps, attack steps) per example from the recipe's actual schedule."""
-    objective, schedule = build_method(
+    _, schedule = build_method(
         cfg.method,
         MethodConfig(
             epochs=cfg.epochs,

@@ -243,7 +243,10 @@ def _pool_dataset(spec: DatasetSpec, x: torch.Tensor, y: NDArray[np.int64], seed
     if (counts[counts > 0] < 5).any():
         small = [spec.classes[i] for i in np.flatnonzero((counts > 0) & (counts < 5))]
         raise DataFormatError(f"{what}: classes {small} have fewer than 5 examples; a 70/10/20 split needs 5")
-    train, val, test = stratified_split(y, POOL_FRACTIONS, seed)
+    try:
+        train, val, test = stratified_split(y, POOL_FRACTIONS, seed)
+    except ValueError as exc:  # sklearn: a split would be smaller than the number of classes
+        raise DataFormatError(f"{what}: {len(y)} examples are too few for a stratified 70/10/20 split: {exc}") from None
     info = {"method": "stratified", "fractions": list(POOL_FRACTIONS), "index_digest": index_digest(train, val, test)}
     return Dataset(spec, _take(x, y, train), _take(x, y, val), _take(x, y, test), seed, info)
 
