@@ -234,7 +234,7 @@ def write_cifar(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     folder.mkdir(parents=True)
     train = []
     for i in range(1, 6):
-        blob, data, labels = cifar_batch(2, i)
+        blob, data, _ = cifar_batch(2, i)
         (folder / f"data_batch_{i}").write_bytes(blob)
         train.append(data)
     blob, test_data, _ = cifar_batch(1, 9)
@@ -255,6 +255,8 @@ def test_cifar10_folder_and_archive(tmp_path: Path) -> None:
     assert {tuple(row.flatten()[:8].tolist()) for row in expected} == {
         tuple(row.flatten()[:8].tolist()) for row in data.test.x
     }
+    seen = torch.cat([data.train.x, data.val.x]).flatten(1)[:, :16].mul(255).round().to(torch.uint8)
+    assert {bytes(r) for r in seen.numpy()} == {bytes(r[:16]) for r in train_rows}
     archive = tmp_path / "cifar-10-python.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(tmp_path / "cifar-10-batches-py", arcname="cifar-10-batches-py")
