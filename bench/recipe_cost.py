@@ -54,9 +54,11 @@ def _time(fn: Any, repeats: int) -> float:
     return statistics.median(times)
 
 
-def measure(name: str, num_classes: int, batch: int, repeats: int) -> dict[str, Any]:
+def measure(name: str, options: dict[str, Any], num_classes: int, batch: int, repeats: int) -> dict[str, Any]:
     """FLOPs and CPU seconds per example of a training step and an attack step of one architecture."""
-    arch = Architecture(name=name, input_shape=(3, 32, 32), num_classes=num_classes, mean=(0.5,) * 3, std=(0.25,) * 3)
+    arch = Architecture(
+        name=name, input_shape=(3, 32, 32), num_classes=num_classes, mean=(0.5,) * 3, std=(0.25,) * 3, options=options
+    )
     model = build_model(arch, seed=0)
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(batch, 3, 32, 32, generator=gen)
@@ -83,6 +85,7 @@ def measure(name: str, num_classes: int, batch: int, repeats: int) -> dict[str, 
     seconds = {key: _time(step, repeats) / batch for key, step in (("train", train_step), ("attack", attack_step))}
     return {
         "model": name,
+        "options": options,
         "num_classes": num_classes,
         "parameters": sum(p.numel() for p in model.parameters()),
         "batch": batch,
@@ -91,6 +94,12 @@ def measure(name: str, num_classes: int, batch: int, repeats: int) -> dict[str, 
         "cpu_seconds_per_example": seconds,
         "cpu_gflops_per_s": {k: flops[k] / seconds[k] / 1e9 for k in flops},
     }
+
+
+def arch_key(cfg: TrainConfig) -> str:
+    """e.g. "wrn(depth=34,width=10)/10": model, options and number of classes."""
+    options = ",".join(f"{k}={v}" for k, v in sorted(cfg.model_options.items()))
+    return f"{cfg.model}({options})/{CLASSES[cfg.data.split(':')[0]]}"
 
 
 def epoch_steps(cfg: TrainConfig) -> list[dict[str, float]]:
@@ -138,19 +147,20 @@ def main(argv: list[str] | None = None) -> int:
         if path.name.startswith("eval-"):
             continue
         recipes[path.name] = TrainConfig.from_yaml(path)
-    archs = sorted({(cfg.model, CLASSES[cfg.data.split(":")[0]]) for cfg in recipes.values()})
+    archs = {arch_key(cfg): cfg for cfg in recipes.values()}
     load_before = os.getloadavg()
     measured = {}
-    for name, n_classes in archs:
-        repeats = 2 if name.startswith("wrn") else 5
-        print(f"measuring {name} ({n_classes} classes), batch {args.batch} x {repeats}...", file=sys.stderr)
-        measured[f"{name}/{n_classes}"] = measure(name, n_classes, args.batch, repeats)
+    for key, cfg in sorted(archs.items()):
+        n_classes = CLASSES[cfg.data.split(":")[0]]
+        repeats = 1 if cfg.model.startswith("wrn") else 5
+        print(f"measuring {key}, batch {args.batch} x {repeats}...", file=sys.stderr)
+        measured[key] = measure(cfg.model, dict(cfg.model_options), n_classes, args.batch, repeats)
     load_after = os.getloadavg()
 
     rows = []
     for file, cfg in recipes.items():
         dataset = cfg.data.split(":")[0]
-        m = measured[f"{cfg.model}/{CLASSES[dataset]}"]
+        m = measured[arch_key(cfg)]
         steps = epoch_steps(cfg)
         n = EPOCH_EXAMPLES[dataset]
         flops = [
@@ -205,10 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     tmp.write_text(json.dumps(result, indent=2))
     tmp.replace(args.out)
 
-    print(f"{'architecture':<22}{'params':>12}{'GFLOP train':>13}{'GFLOP attack':>14}{'CPU GFLOP/s':>13}")
+    print(f"{'architecture':<30}{'params':>12}{'GFLOP train':>13}{'GFLOP attack':>14}{'CPU GFLOP/s':>13}")
     for key, m in measured.items():
         print(
-            f"{key:<22}{m['parameters']:>12,}{m['flops_per_example']['train'] / 1e9:>13.3f}"
+            f"{key:<30}{m['parameters']:>12,}{m['flops_per_example']['train'] / 1e9:>13.3f}"
             f"{m['flops_per_example']['attack'] / 1e9:>14.3f}{m['cpu_gflops_per_s']['train']:>13.1f}"
         )
     print(f"\n{'recipe':<42}{'epochs':>7}{'GPU min/epoch':>15}{'GPU h total':>13}{'CPU h/epoch':>13}")

@@ -10,7 +10,7 @@ from torch import nn
 
 from bastion.errors import CheckpointError, ConfigError
 from bastion.models.base import MLP, ImageClassifier, SmallCNN
-from bastion.models.resnet import WideResNet, preact_resnet18, wrn_28_10, wrn_34_10
+from bastion.models.resnet import WideResNet, preact_resnet18
 from bastion.registry import Registry
 
 MODELS: Registry[ImageClassifier] = Registry("model")
@@ -18,8 +18,6 @@ MODELS.register("mlp")(MLP)
 MODELS.register("cnn")(SmallCNN)
 MODELS.register("preact-resnet18")(preact_resnet18)
 MODELS.register("wrn")(WideResNet)
-MODELS.register("wrn-28-10")(wrn_28_10)
-MODELS.register("wrn-34-10")(wrn_34_10)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -3,8 +3,9 @@
 - PreAct ResNet-18: He, Zhang, Ren, Sun, "Identity Mappings in Deep Residual Networks" (ECCV 2016,
   arXiv:1603.05027), CIFAR stem (one 3x3 conv, no max-pool), stages of 64/128/256/512 channels.
 - WideResNet-d-k: Zagoruyko & Komodakis, "Wide Residual Networks" (BMVC 2016, arXiv:1605.07146),
-  depth d = 6n + 4, widths 16, 16k, 32k, 64k. WRN-34-10 is the TRADES / Madry CIFAR-10 model,
-  WRN-28-10 the one of most RobustBench entries.
+  depth d = 6n + 4, widths 16, 16k, 32k, 64k. WRN-34-10 (``wrn`` with depth 34, width 10; 46.2M
+  parameters) is the TRADES / Madry CIFAR-10 model, WRN-28-10 (the default; 36.5M) that of most
+  RobustBench entries.
 
 Both use pre-activation blocks (BN-ReLU-conv twice, identity shortcut; a 1x1 projection of the
 pre-activated input when the shape changes) and global average pooling, so any input size of at least
@@ -127,17 +128,3 @@ def preact_resnet18(
 ) -> PreActResNet:
     """PreAct ResNet-18 (11.2M parameters at 10 classes); ``width`` scales every stage."""
     return PreActResNet(input_shape, num_classes, mean, std, blocks=(2, 2, 2, 2), width=width)
-
-
-def wrn_28_10(
-    input_shape: tuple[int, ...], num_classes: int, mean: Tensor, std: Tensor, dropout: float = 0.0
-) -> WideResNet:
-    """WRN-28-10 (36.5M parameters at 10 classes)."""
-    return WideResNet(input_shape, num_classes, mean, std, depth=28, width=10, dropout=dropout)
-
-
-def wrn_34_10(
-    input_shape: tuple[int, ...], num_classes: int, mean: Tensor, std: Tensor, dropout: float = 0.0
-) -> WideResNet:
-    """WRN-34-10 (46.2M parameters at 10 classes), the TRADES paper's CIFAR-10 model."""
-    return WideResNet(input_shape, num_classes, mean, std, depth=34, width=10, dropout=dropout)
