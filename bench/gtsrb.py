@@ -257,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_seconds": {k: round(v, 1) for k, v in projected_cpu.items()},
         "wall_minutes_on_free_cores": round(projected_cpu["total_s"] / args.threads / 60, 1),
         "note": "scaled from this run's per-stage seconds per training example-epoch and per attacked test "
-        "example (evaluation as if every test example were classified correctly: an upper bound). cpu_seconds is process CPU time; on cores nobody else uses, wall time is about "
+        "example (evaluation as if every test example were classified correctly: an upper bound). "
+        "cpu_seconds is process CPU time; on cores nobody else uses, wall time is about "
         "cpu_seconds / threads (perfect thread scaling assumed)",
     }
     results["conditions"] = {
