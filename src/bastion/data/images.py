@@ -185,7 +185,7 @@ def load_gtsrb_dataset(path: str | None, seed: int, source: str) -> Dataset:
         order = np.random.default_rng(seed).permutation(len(raw.test_y))
         test = _take(to_unit_chw(raw.test_x), raw.test_y, order)
         method = "official test set; validation = 10% of each class's physical tracks"
-        parts = (train, val)
+        parts: tuple[NDArray[np.int64], ...] = (train, val)
     else:
         train, val, held = grouped_split(raw.train_y, raw.train_tracks, GTSRB_TRACK_FRACTIONS[1:], seed)
         test = _take(x, raw.train_y, held)
