@@ -65,6 +65,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--std-epochs", type=int, default=FULL["std_epochs"], help="standard training epochs")
     p.add_argument("--limit", type=int, default=FULL["limit"], help="train on the first N training examples")
     p.add_argument("--n-test", type=int, default=FULL["n_test"], help="test examples attacked")
+    p.add_argument(
+        "--n-test-suite", type=int, default=500, help="test examples for the (costly) suite: a prefix of --n-test"
+    )
     p.add_argument("--model", default="cnn")
     p.add_argument("--model-options", type=json.loads, default={"channels": [32, 64], "hidden": 256})
     p.add_argument("--n-steps", type=int, default=5, help="inner PGD steps of the last TRADES stage")
@@ -184,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         ev = ev[0] if isinstance(ev, tuple) else ev
         entry = ev.to_dict()
         if strong is not None:
-            sev = run(target, test, strong, threat, [EPS], seed=args.seed)  # type: ignore[operator]
+            suite_test = test.take(args.n_test_suite)
+            entry["n_examples_suite"] = len(suite_test)
+            sev = run(target, suite_test, strong, threat, [EPS], seed=args.seed)  # type: ignore[operator]
             sev = sev[0] if isinstance(sev, tuple) else sev
             for attack, by_eps in sev.robust_accuracy.items():
                 key = f"{suite_name}-{attack}" if attack == ENSEMBLE else attack

@@ -62,13 +62,14 @@ def test_bench_then_evaluate_on_official_test_layout(tmp_path: Path, monkeypatch
     spec.loader.exec_module(bench)
     out = tmp_path / "run"
     argv = ["--out", str(out), "--data", f"gtsrb:{tmp_path / 'train'}", "--epochs", "3", "--std-epochs", "1"]
-    argv += ["--n-test", "8", "--model-options", '{"channels": [4, 8], "hidden": 16}', "--suite", "quick"]
+    argv += ["--n-test", "8", "--n-test-suite", "6", "--suite", "quick"]
+    argv += ["--model-options", '{"channels": [4, 8], "hidden": 16}']
     assert bench.main([*argv, "--threads", "1"]) == 0
     results = read_results(out / "results.json")
     assert set(results["models"]) == {"standard", "progressive-trades", "progressive-trades+defense"}
     eps = "0.0313725"
     for name, entry in results["models"].items():
-        assert entry["n_examples"] == 8
+        assert entry["n_examples"] == 8 and entry["n_examples_suite"] == 6
         assert {"fgsm", "pgd-50x2", "quick-ensemble", "pgd-10"} <= set(entry["robust_accuracy"])
         assert results["comparison"][name]["fgsm"] == entry["robust_accuracy"]["fgsm"][eps]
     assert results["paper_claims"] == {"clean_accuracy": 0.892, "fgsm": 0.705, "eps": eps}
