@@ -74,7 +74,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--beta", type=float, default=6.0)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--augment", default="none", help="none, crop or auto (= crop: GTSRB is never flipped)")
+    p.add_argument("--augment", default="auto", help="none, crop or auto (= crop: GTSRB is never flipped)")
     p.add_argument("--bit-depth", type=int, default=5, help="squeezer of the runtime defense")
     p.add_argument("--suite", default="auto", help="'auto': standard if registered, else default")
     p.add_argument("--seed", type=int, default=0)
