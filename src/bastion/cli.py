@@ -27,7 +27,8 @@ console = Console(stderr=False)
 err_console = Console(stderr=True)
 
 DATA_HELP = (
-    "data SPEC: 'digits' (bundled), 'mnist:PATH', 'gtsrb:PATH', 'cifar10:PATH', 'nsl-kdd:PATH', "
+    "data SPEC: 'digits' (bundled), 'mnist:PATH', 'fashion-mnist:PATH', 'gtsrb:PATH[?size=N&roi=1]', 'cifar10:PATH', "
+    "'imagefolder:PATH', 'npz:PATH', 'nsl-kdd:PATH', "
     "'phishing:PATH', 'malware:PATH' (see docs/data.md for which loaders this version has)"
 )
 

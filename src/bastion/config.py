@@ -87,6 +87,7 @@ class TrainConfig(_Config):
     weight_decay: float = Field(default=0.0, ge=0)
     lr_schedule: Literal["constant", "cosine"] = "cosine"
     val_examples: int = Field(default=256, ge=0)
+    augment: Literal["none", "crop", "crop-flip", "auto"] = "none"
 
 
 class EvalConfig(_Config):

@@ -22,6 +22,7 @@ from torch import nn
 
 from bastion import checkpoint
 from bastion.config import DemoConfig, EvalConfig, TrainConfig
+from bastion.data.augment import build_augment
 from bastion.data.sources import load_dataset
 from bastion.data.spec import Dataset
 from bastion.defenses.store import build_defense, load_defense, save_defense
@@ -72,6 +73,8 @@ def train_model(
 ) -> tuple[nn.Module, Architecture, TrainingRecord]:
     """Build the architecture from the training data's statistics and train it with cfg's method."""
     hooks = hooks or Hooks()
+    if len(data.train) == 0:
+        raise ConfigError(f"{data.spec.source} has no training examples (a test-only folder?); train on another SPEC")
     mean, std = normalization_stats(data.train.x)
     arch = Architecture(
         name=cfg.model,
@@ -118,6 +121,7 @@ def train_model(
         val=data.val if cfg.val_examples > 0 else None,
         seed=cfg.seed,
         on_batch=hooks.on_batch,
+        augment=build_augment(cfg.augment, data.spec),
     )
     return model, arch, record
 

@@ -43,8 +43,10 @@ def load_dataset(spec: str, *, seed: int = 0) -> Dataset:
     """
     name, path = parse_spec(spec)
     loader = DATASETS.get(name)
-    if path is not None and not Path(path.partition("?")[0]).expanduser().exists():  # PATH?options
-        raise DataNotFoundError(f"data path for {name!r} does not exist: {path}")
+    # Image loaders take options after the path (``gtsrb:PATH?size=48``); the path alone must exist.
+    bare = path.split("?", 1)[0] if path is not None else None
+    if bare is not None and not Path(bare).expanduser().exists():
+        raise DataNotFoundError(f"data path for {name!r} does not exist: {bare}")
     return loader(path, seed, spec)
 
 
@@ -120,16 +122,21 @@ def load_mnist(path: str | None, seed: int, source: str) -> Dataset:
     training set (stratified, by seed) is the validation split. With the test files only (as in
     ../shared/data/mnist), the 10,000 images are split 72/8/20: 8,000 to train on, 2,000 to evaluate.
     """
+    return load_idx_images(path, seed, source, name="mnist", classes=MNIST_CLASSES)
+
+
+def load_idx_images(path: str | None, seed: int, source: str, *, name: str, classes: tuple[str, ...]) -> Dataset:
+    """The MNIST-format loader behind ``mnist`` and ``fashion-mnist`` (same files, other class names)."""
     from bastion.data.formats import load_mnist_split
 
     if path is None:
-        raise ConfigError("mnist needs a folder: mnist:PATH (holding the IDX files)")
+        raise ConfigError(f"{name} needs a folder: {name}:PATH (holding the IDX files)")
     root = Path(path).expanduser()
     spec = DatasetSpec(
-        name="mnist",
+        name=name,
         source=source,
         modality="image",
-        classes=MNIST_CLASSES,
+        classes=classes,
         input_shape=(1, 28, 28),
         domain=BoxDomain.unit(),
     )

@@ -27,6 +27,10 @@ class DatasetSpec:
         domain: legal inputs in model space ([0, 1] pixels for images; a TabularDomain for tabular data).
         benign: index of the benign class for security data (attacks target it); None otherwise.
         feature_names: tabular column names in model space (empty for images).
+        flip_preserves_label: a horizontal mirror image keeps the class (CIFAR-10 yes; digits and
+            traffic signs no: a mirrored "turn left" sign means "turn right"). Augmentation reads it.
+        preprocessing: decoding options that change the pixels a model sees (e.g. GTSRB's ROI crop);
+            part of the fingerprint, so a model is never evaluated on differently prepared data.
     """
 
     name: str
@@ -37,13 +41,15 @@ class DatasetSpec:
     domain: InputDomain
     benign: int | None = None
     feature_names: tuple[str, ...] = ()
+    flip_preserves_label: bool = False
+    preprocessing: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "name": self.name,
             "source": self.source,
             "modality": self.modality,
@@ -53,6 +59,12 @@ class DatasetSpec:
             "benign": self.benign,
             "feature_names": list(self.feature_names),
         }
+        # Written only when set, so specs saved before these keys existed keep their fingerprint.
+        if self.flip_preserves_label:
+            d["flip_preserves_label"] = True
+        if self.preprocessing:
+            d["preprocessing"] = dict(self.preprocessing)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DatasetSpec:
@@ -65,6 +77,8 @@ class DatasetSpec:
             domain=domain_from_dict(d["domain"]),
             benign=d.get("benign"),
             feature_names=tuple(d.get("feature_names", ())),
+            flip_preserves_label=bool(d.get("flip_preserves_label", False)),
+            preprocessing=dict(d.get("preprocessing", {})),
         )
 
     def fingerprint(self) -> str:

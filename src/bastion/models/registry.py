@@ -10,11 +10,14 @@ from torch import nn
 
 from bastion.errors import CheckpointError, ConfigError
 from bastion.models.base import MLP, ImageClassifier, SmallCNN
+from bastion.models.resnet import WideResNet, preact_resnet18
 from bastion.registry import Registry
 
 MODELS: Registry[ImageClassifier] = Registry("model")
 MODELS.register("mlp")(MLP)
 MODELS.register("cnn")(SmallCNN)
+MODELS.register("preact-resnet18")(preact_resnet18)
+MODELS.register("wrn")(WideResNet)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,7 +79,7 @@ def build_model(arch: Architecture, *, seed: int | None = None) -> ImageClassifi
                 std=torch.tensor(arch.std),
                 **options,
             )
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise ConfigError(f"bad options for model {arch.name!r}: {exc}") from exc
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model factory {arch.name!r} did not return an nn.Module")

@@ -94,6 +94,7 @@ def fit(
     val: Split | None = None,
     seed: int = 0,
     on_batch: BatchHook | None = None,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
 ) -> TrainingRecord:
     """Train ``model`` in place; return the cost and per-epoch history.
 
@@ -101,13 +102,16 @@ def fit(
         threat: norm and domain for the inner attack; each stage sets its own eps.
         val: if given, clean and PGD accuracy (at the schedule's final eps) on its first
             ``settings.val_examples`` examples are logged each epoch (not counted as training compute).
-        seed: drives shuffling and the inner attack's random starts.
+        seed: drives shuffling, the inner attack's random starts and augmentation.
+        augment: applied to each training batch before the objective, with its own generator on the
+            model's device (see ``bastion.data.augment``).
     """
     s = settings or TrainSettings()
     device = next(model.parameters()).device
     train = train.to(device)
     shuffle_rng = torch.Generator().manual_seed(seed)
     attack_rng = torch.Generator(device=device).manual_seed(seed + 1)
+    augment_rng = torch.Generator(device=device).manual_seed(seed + 3)
     counter = PassCounter()
     counted = CountingModel(model, counter)
     optimizer = _optimizer(model, s)
@@ -149,7 +153,8 @@ def fit(
         totals: dict[str, float] = {}
         for b in range(n_batches):
             idx = order[b * s.batch_size : (b + 1) * s.batch_size]
-            out = objective(counted, train.x[idx], train.y[idx], stage, threat, attack_rng)
+            x = train.x[idx] if augment is None else augment(train.x[idx], augment_rng)
+            out = objective(counted, x, train.y[idx], stage, threat, attack_rng)
             if not torch.isfinite(out.loss):
                 raise FloatingPointError(
                     f"non-finite training loss at epoch {epoch}, batch {b}: {float(out.loss.detach())}"
