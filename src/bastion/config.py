@@ -121,6 +121,7 @@ class DefenseConfig(_Config):
     detectors: list[Literal["mahalanobis", "lid", "kde", "squeeze"]] = Field(default_factory=lambda: ["mahalanobis"])
     reject_fpr: float | None = Field(default=None, gt=0, lt=1)
     adaptive: bool = True
+    adaptive_steps: int = Field(default=50, ge=1)
 
 
 class DemoConfig(_Config):

@@ -321,7 +321,15 @@ def run_demo(cfg: DemoConfig, out: Path, *, quick: bool = False, hooks: Hooks | 
     save_defense(defended, out / "defenses" / "progressive-trades")
     hooks.stage("evaluating progressive-trades+defense")
     dev = evaluate_defense(
-        defended, test, suite, threat, cfg.eps, seed=cfg.seed, on_cell=hooks.on_cell, adaptive=cfg.defense.adaptive
+        defended,
+        test,
+        suite,
+        threat,
+        cfg.eps,
+        seed=cfg.seed,
+        on_cell=hooks.on_cell,
+        adaptive=cfg.defense.adaptive,
+        adaptive_steps=cfg.defense.adaptive_steps,
     )
     results["models"]["progressive-trades+defense"] = {
         "path": "defenses/progressive-trades",
