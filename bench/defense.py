@@ -17,7 +17,6 @@ Usage: python bench/defense.py [--data /work/shared/data/mnist] [--n-test 500] [
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
@@ -69,7 +68,15 @@ def load_or_train(data: Dataset, cache: Path, *, epochs: int, seed: int = 0) -> 
     )
     threat = ThreatModel(norm="linf", eps=EPS, domain=data.spec.domain)
     start = time.perf_counter()
-    fit(model, data.train, objective, schedule, threat, settings=TrainSettings(batch_size=128, val_examples=0), seed=seed)
+    fit(
+        model,
+        data.train,
+        objective,
+        schedule,
+        threat,
+        settings=TrainSettings(batch_size=128, val_examples=0),
+        seed=seed,
+    )
     info = {"method": "progressive-trades", "epochs": epochs, "eps": EPS, "train_time_s": time.perf_counter() - start}
     checkpoint.save_model(model.eval(), arch, data.spec, cache, extra={"bench": info})
     return model.eval(), {"cached": False, **info}

@@ -252,13 +252,15 @@ def run_evaluate(path: Path, cfg: EvalConfig, out: Path, hooks: Hooks | None = N
 
 
 QUICK_DEMO = {"epochs": 8, "suite": "quick", "n_examples": 200}
+QUICK_DEFENSE = {"adaptive_steps": 10}
 
 
 def run_demo(cfg: DemoConfig, out: Path, *, quick: bool = False, hooks: Hooks | None = None) -> dict[str, Any]:
     """The main job: standard vs progressive TRADES, the runtime defense, and an honest evaluation."""
     hooks = hooks or Hooks()
     if quick:
-        cfg = DemoConfig.parse({**cfg.resolved(), **QUICK_DEMO})
+        resolved = cfg.resolved()
+        cfg = DemoConfig.parse({**resolved, **QUICK_DEMO, "defense": {**resolved["defense"], **QUICK_DEFENSE}})
     device = resolve_device(cfg.device)
     data = load_dataset(cfg.data, seed=cfg.seed)
     hooks.stage(f"data {data.spec.source}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test")

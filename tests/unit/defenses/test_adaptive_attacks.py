@@ -21,7 +21,7 @@ from bastion.threat import ThreatModel
 class HardBitDepth:
     """A squeezer as a naive defender writes it: rounding, no gradient at all (gradient masking)."""
 
-    bits: int = 2
+    bits: int = 3
     noise: float = 0.0
     differentiable: bool = False
 
@@ -33,7 +33,7 @@ class HardBitDepth:
         levels = 2**self.bits - 1
         if self.noise > 0:
             x = x + self.noise * torch.randn_like(x)
-        return torch.round(x.clamp(0, 1) * levels).detach() / levels
+        return torch.round(x.clamp(0, 1) * levels) / levels  # zero gradient almost everywhere
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": "hard-bit-depth", "bits": self.bits}
@@ -57,7 +57,7 @@ def test_bpda_breaks_a_gradient_masking_squeeze_that_naive_pgd_cannot(
     standard_model: nn.Module, batch: tuple[Tensor, Tensor], digits: Dataset
 ) -> None:
     x, y = batch
-    defense = Defense(standard_model, [HardBitDepth(2)])
+    defense = Defense(standard_model, [HardBitDepth(3)])
     threat = ThreatModel(norm="linf", eps=EPS, domain=digits.spec.domain)
     rng = torch.Generator().manual_seed(0)
     naive = PGD(n_steps=20, random_start=False)(defense, x, Misclassify(y), threat, rng=rng)
@@ -71,7 +71,7 @@ def test_eot_breaks_a_randomized_squeeze(
     standard_model: nn.Module, batch: tuple[Tensor, Tensor], digits: Dataset
 ) -> None:
     x, y = batch
-    defense = Defense(standard_model, [HardBitDepth(2, noise=0.1)])
+    defense = Defense(standard_model, [HardBitDepth(3, noise=0.1)])
     threat = ThreatModel(norm="linf", eps=EPS, domain=digits.spec.domain)
     torch.manual_seed(0)
     naive = PGD(n_steps=10, random_start=False)(defense, x, Misclassify(y), threat)
@@ -119,7 +119,7 @@ def test_transfer_crafts_on_the_undefended_model(
     standard_model: nn.Module, batch: tuple[Tensor, Tensor], digits: Dataset
 ) -> None:
     x, y = batch
-    defense = Defense(standard_model, [HardBitDepth(2)])
+    defense = Defense(standard_model, [HardBitDepth(3)])
     threat = ThreatModel(norm="linf", eps=EPS, domain=digits.spec.domain)
     result = Transfer(base=PGD(n_steps=10))(defense, x, Misclassify(y), threat, rng=torch.Generator().manual_seed(0))
     with torch.no_grad():
