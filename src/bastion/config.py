@@ -111,6 +111,9 @@ class EvalConfig(_Config):
         return sorted(set(v))
 
 
+DetectorName = Literal["mahalanobis", "lid", "kde", "squeeze"]
+
+
 class DefenseConfig(_Config):
     """The runtime defense: squeezers before the model, detectors at a target FPR, adaptive evaluation."""
 
@@ -118,7 +121,7 @@ class DefenseConfig(_Config):
     median: int | None = Field(default=None, ge=2)
     target_fpr: float = Field(default=0.05, gt=0, lt=1)
     jpeg_quality: int | None = Field(default=None, ge=1, le=100)
-    detectors: list[Literal["mahalanobis", "lid", "kde", "squeeze"]] = Field(default_factory=lambda: ["mahalanobis"])
+    detectors: list[DetectorName] = Field(default_factory=lambda: list[DetectorName](["mahalanobis"]))
     reject_fpr: float | None = Field(default=None, gt=0, lt=1)
     adaptive: bool = True
     adaptive_steps: int = Field(default=50, ge=1)

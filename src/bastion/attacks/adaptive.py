@@ -39,11 +39,11 @@ from bastion.threat import ThreatModel
 
 class _BPDA(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: Tensor, out: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: Tensor, out: Tensor) -> Tensor:
         return out.clone()
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         return grad, None
 
 
@@ -59,7 +59,7 @@ class BPDATransform:
         with torch.no_grad():
             out = self.transform(x.detach())
         if self.approx is None:
-            return _BPDA.apply(x, out)  # type: ignore[no-any-return]
+            return _BPDA.apply(x, out)
         smooth = self.approx(x)
         return smooth + (out - smooth).detach()
 
@@ -90,7 +90,7 @@ class _Surrogate(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         for t in self.transforms:
             x = t(x)
-        return self.model(x)  # type: ignore[no-any-return]
+        return self.model(x)
 
 
 def evasion_success(defended: Any, x_adv: Tensor, y: Tensor) -> Tensor:
@@ -224,7 +224,7 @@ class Transfer(Attack):
     def _perturb(
         self, model: Classifier, x: Tensor, goal: Goal, threat: ThreatModel, rng: torch.Generator | None
     ) -> Tensor:
-        source = self.source
+        source: Classifier | None = self.source
         if source is None:
             defense = _defense_of(model)
             inner = model.inner if isinstance(model, CountingModel) else model

@@ -94,7 +94,7 @@ class AdaptiveEnsemble(nn.Module):
         """Everything the weighting rule computes, with autograd graphs intact."""
         probs = torch.stack([m(x).softmax(dim=1) for m in self.members])  # (M, N, C)
         confidence = probs.amax(dim=2)
-        prior = self.prior.to(x.dtype)[:, None]
+        prior = self._prior().to(x.dtype)[:, None]
         penalty = torch.stack([self._excess(d, x) for d in self.detectors])  # (M, N)
         raw = prior * confidence.pow(self.gamma) * torch.exp(-self.beta * penalty)
         weights = raw / raw.sum(dim=0, keepdim=True).clamp_min(1e-30)
@@ -113,12 +113,19 @@ class AdaptiveEnsemble(nn.Module):
 
     def features(self, x: Tensor) -> Tensor:
         """Penultimate features of the first member with positive prior weight (for feature detectors)."""
-        first = int((self.prior > 0).nonzero()[0])
-        return self.members[first].features(x)  # type: ignore[operator, no-any-return]
+        return self.members[self._first()].features(x)  # type: ignore[operator]
 
     def head(self, feats: Tensor) -> Tensor:
-        first = int((self.prior > 0).nonzero()[0])
-        return self.members[first].head(feats)  # type: ignore[operator, no-any-return]
+        return self.members[self._first()].head(feats)  # type: ignore[operator]
+
+    def _prior(self) -> Tensor:
+        prior = self.prior
+        assert isinstance(prior, Tensor)
+        return prior
+
+    def _first(self) -> int:
+        """Index of the first member with positive prior weight."""
+        return int((self._prior() > 0).nonzero()[0])
 
 
 class DisagreementDetector:

@@ -136,12 +136,13 @@ def load_defense(directory: Path, model: nn.Module) -> Defense:
     if fmt not in (1, FORMAT):
         raise CheckpointError(f"{directory}/defense.json: unsupported format {fmt!r}")
     transforms = [transform_from_dict(t) for t in d["transforms"]]
+    state: dict[str, Any] | None
     if fmt == 1:
         state = {**d["detector"], **tensors}
     else:
         state = None if d["detector"] is None else _join_tensors(d["detector"], tensors)
     detector = None if state is None else detector_from_state(state, model)
-    policy = d.get("policy") or {}
+    policy: dict[str, Any] = d.get("policy") or {}
     target_fpr = float(policy.get("target_fpr", detector.target_fpr if detector is not None else 0.05))
     domain = BoxDomain.from_dict(policy["domain"]) if policy.get("domain") else None
     defense = Defense(

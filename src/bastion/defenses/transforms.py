@@ -27,7 +27,8 @@ class InputTransform(Protocol):
     A transform with ``randomized = True`` draws fresh noise on every call: attacks need EOT.
     """
 
-    differentiable: bool
+    @property
+    def differentiable(self) -> bool: ...
 
     def __call__(self, x: Tensor) -> Tensor: ...
 
@@ -236,7 +237,7 @@ class SmoothedClassifier(nn.Module):
 
     def features(self, x: Tensor) -> Tensor:
         """The base model's penultimate features of the clean input (what feature detectors read)."""
-        return self.model.features(x)  # type: ignore[no-any-return, operator]
+        return self.model.features(x)  # type: ignore[operator]
 
     def forward(self, x: Tensor) -> Tensor:
         n = x.shape[0]

@@ -69,7 +69,7 @@ def median_time(fn: Callable[[], object], repeats: int = 5) -> float:
 def bare_model(defended: DefendedClassifier) -> nn.Module:
     """What the defense wraps, without transforms or detectors (an ensemble's first member)."""
     members = getattr(defended.model, "members", None)
-    return members[0] if members is not None else defended.model  # type: ignore[no-any-return]
+    return members[0] if members is not None else defended.model
 
 
 def latency_ratio(defended: DefendedClassifier, x: Tensor, repeats: int = 5) -> tuple[float, float, float]:

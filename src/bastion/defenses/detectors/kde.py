@@ -159,7 +159,8 @@ class KDEDetector:
         """(N,) standardized density + uncertainty score, with its autograd graph wrt x (randomized)."""
         if self.mean_ is None or self.std_ is None:
             raise NotFittedError("KDEDetector used before fit")
-        return chunked(lambda xs: ((self._raw(xs) - self.mean_) / self.std_).sum(dim=1), x)
+        mean, std = self.mean_, self.std_
+        return chunked(lambda xs: ((self._raw(xs) - mean) / std).sum(dim=1), x)
 
     @torch.no_grad()
     def score(self, x: Tensor) -> Tensor:

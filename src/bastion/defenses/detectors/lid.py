@@ -132,7 +132,8 @@ class LIDDetector:
         """(N,) mean standardized LID over layers, with its autograd graph wrt x."""
         if self.mean_ is None or self.std_ is None:
             raise NotFittedError("LIDDetector used before fit")
-        return chunked(lambda xs: ((self._lids(xs) - self.mean_) / self.std_).mean(dim=1), x)
+        mean, std = self.mean_, self.std_
+        return chunked(lambda xs: ((self._lids(xs) - mean) / std).mean(dim=1), x)
 
     @torch.no_grad()
     def score(self, x: Tensor) -> Tensor:
