@@ -82,7 +82,7 @@ def load_or_train(data: Dataset, cache: Path, *, epochs: int, seed: int = 0) -> 
     return model.eval(), {"cached": False, **info}
 
 
-def defenses(model: nn.Module, data: Dataset, fpr: float) -> dict[str, Defense]:
+def defenses(model: nn.Module, data: Dataset, fpr: float, only: list[str] | None = None) -> dict[str, Defense]:
     """The configurations compared, all around the same adversarially trained model."""
     dom = data.spec.domain
     configs: dict[str, tuple[list[Any], list[Any]]] = {
@@ -96,6 +96,8 @@ def defenses(model: nn.Module, data: Dataset, fpr: float) -> dict[str, Defense]:
     }
     out = {}
     for name, (transforms, detectors) in configs.items():
+        if only and name not in only:
+            continue
         d = Defense(model, transforms, detectors, domain=dom, target_fpr=fpr)
         out[name] = d.fit(data.train.x, data.train.y).calibrate(data.val.x)
     return out
@@ -120,9 +122,7 @@ def main() -> None:
     threat = ThreatModel(norm="linf", eps=EPS, domain=data.spec.domain)
     suite = {f"pgd-{args.steps}": PGD(n_steps=args.steps)}
     rows: dict[str, Any] = {}
-    for name, defense in defenses(model, data, args.fpr).items():
-        if args.only and name not in args.only:
-            continue
+    for name, defense in defenses(model, data, args.fpr, args.only).items():
         t0 = time.perf_counter()
         ev = evaluate_defense(defense, test, suite, threat, [EPS], adaptive_steps=args.steps)
         d = ev.defense or {}
