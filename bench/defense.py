@@ -188,7 +188,7 @@ def main() -> None:
             name,
             f"{100 * r['clean_accuracy']:.1f}%",
             f"{100 * r['false_positive_rate']:.1f}%",
-            *[f"{100 * r['failure_rate'].get(a, float('nan')):.1f}%" for a in attacks],
+            *[f"{100 * r['failure_rate'][a]:.1f}%" if a in r["failure_rate"] else "-" for a in attacks],
             "n/a" if auc is None else f"{auc:.3f}",
             f"{r['latency_ratio']:.2f}x",
             "-" if "goal" not in r else ("met" if r["goal"]["met"] else "NOT met"),
