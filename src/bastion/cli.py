@@ -107,6 +107,13 @@ def _print_results(results: dict[str, Any], out: Path, started: float) -> None:
                 f"  {name}: false-positive rate {100 * d['false_positive_rate']:.1f}% on clean test data, "
                 f"latency x{d['latency_ratio']}"
             )
+            worst = d.get("failure_rate", {}).get("ensemble")
+            if worst:
+                console.print(
+                    f"  {name}: worst-case failure rate (misclassified and unflagged, over all attacks"
+                    f"{' incl. adaptive' if d.get('adaptive') else ''}): "
+                    + ", ".join(f"eps {e}: {100 * v:.1f}%" for e, v in worst.items())
+                )
     console.print(
         f"results: {out / 'results.json'}  summary: {out / 'summary.md'}  ({time.perf_counter() - started:.1f} s)"
     )

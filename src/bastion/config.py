@@ -114,12 +114,20 @@ class EvalConfig(_Config):
         return sorted(set(v))
 
 
+DetectorName = Literal["mahalanobis", "lid", "kde", "squeeze"]
+
+
 class DefenseConfig(_Config):
-    """The runtime defense: squeezers before the model and a Mahalanobis detector at a target FPR."""
+    """The runtime defense: squeezers before the model, detectors at a target FPR, adaptive evaluation."""
 
     bit_depth: int | None = Field(default=3, ge=1, le=16)
     median: int | None = Field(default=None, ge=2)
     target_fpr: float = Field(default=0.05, gt=0, lt=1)
+    jpeg_quality: int | None = Field(default=None, ge=1, le=100)
+    detectors: list[DetectorName] = Field(default_factory=lambda: list[DetectorName](["mahalanobis"]))
+    reject_fpr: float | None = Field(default=None, gt=0, lt=1)
+    adaptive: bool = True
+    adaptive_steps: int = Field(default=50, ge=1)
 
 
 class DemoConfig(_Config):

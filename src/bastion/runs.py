@@ -28,7 +28,8 @@ from bastion.data.spec import Dataset
 from bastion.defenses.store import build_defense, load_defense, save_defense
 from bastion.errors import CheckpointError, ConfigError
 from bastion.evaluation.accuracy import accuracy
-from bastion.evaluation.evaluate import CellHook, eps_key, evaluate, evaluate_defense
+from bastion.evaluation.defense import evaluate_defense
+from bastion.evaluation.evaluate import CellHook, eps_key, evaluate
 from bastion.evaluation.suites import build_suite
 from bastion.io import atomic_write_json, atomic_write_text
 from bastion.models.registry import Architecture, build_model, normalization_stats
@@ -259,13 +260,15 @@ def run_evaluate(path: Path, cfg: EvalConfig, out: Path, hooks: Hooks | None = N
 
 
 QUICK_DEMO = {"epochs": 8, "suite": "quick", "n_examples": 200}
+QUICK_DEFENSE = {"adaptive_steps": 10}
 
 
 def run_demo(cfg: DemoConfig, out: Path, *, quick: bool = False, hooks: Hooks | None = None) -> dict[str, Any]:
     """The main job: standard vs progressive TRADES, the runtime defense, and an honest evaluation."""
     hooks = hooks or Hooks()
     if quick:
-        cfg = DemoConfig.parse({**cfg.resolved(), **QUICK_DEMO})
+        resolved = cfg.resolved()
+        cfg = DemoConfig.parse({**resolved, **QUICK_DEMO, "defense": {**resolved["defense"], **QUICK_DEFENSE}})
     device = resolve_device(cfg.device)
     data = load_dataset(cfg.data, seed=cfg.seed)
     hooks.stage(f"data {data.spec.source}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test")
@@ -324,10 +327,20 @@ def run_demo(cfg: DemoConfig, out: Path, *, quick: bool = False, hooks: Hooks | 
         ev, _ = evaluate(model, test, suite, threat, cfg.eps, seed=cfg.seed, on_cell=hooks.on_cell)
         results["models"][name] = {"path": f"models/{name}", **ev.to_dict(), "training": record.to_dict()}
     robust = trained["progressive-trades"]
-    defended = build_defense(robust, cfg.defense, data.train.to(device), data.val.to(device))
+    defended = build_defense(robust, cfg.defense, data.train.to(device), data.val.to(device), domain=data.spec.domain)
     save_defense(defended, out / "defenses" / "progressive-trades")
     hooks.stage("evaluating progressive-trades+defense")
-    dev = evaluate_defense(defended, test, suite, threat, cfg.eps, seed=cfg.seed, on_cell=hooks.on_cell)
+    dev = evaluate_defense(
+        defended,
+        test,
+        suite,
+        threat,
+        cfg.eps,
+        seed=cfg.seed,
+        on_cell=hooks.on_cell,
+        adaptive=cfg.defense.adaptive,
+        adaptive_steps=cfg.defense.adaptive_steps,
+    )
     results["models"]["progressive-trades+defense"] = {
         "path": "defenses/progressive-trades",
         **dev.to_dict(),
@@ -335,8 +348,14 @@ def run_demo(cfg: DemoConfig, out: Path, *, quick: bool = False, hooks: Hooks | 
     }
     results["notes"] = [
         "All numbers are measured in this run on the held-out test split.",
-        "The defense's detector is evaluated against attacks that do not try to evade it; "
-        "detector-aware adaptive attacks would lower its detection rate.",
+        (
+            "The defense is attacked by the suite (which ignores the detector) and by adaptive attacks "
+            f"({', '.join(dev.defense['adaptive_attacks'])}): BPDA through non-differentiable transforms, "
+            "EOT for randomized parts, a detector-aware objective, and transfer from the undefended model."
+            if dev.defense and dev.defense.get("adaptive")
+            else "The defense's detector is evaluated against attacks that do not try to evade it; "
+            "detector-aware adaptive attacks would lower its detection rate."
+        ),
         f"Suite `{cfg.suite}` is a first line of evaluation, not AutoAttack-grade.",
     ]
     _write_run(out, results, data, cfg.resolved(), "demo")

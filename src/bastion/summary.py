@@ -123,26 +123,35 @@ def to_markdown(results: dict[str, Any]) -> str:
             f"Measured false-positive rate on clean test data: {_pct(d['false_positive_rate'])}. "
             f"Latency of the defended decision vs the bare model: {d.get('latency_ratio', 'n/a')}x.",
             "",
-            "Attacks go through the transforms (BPDA) but ignore the detector"
-            + (" (adaptive)." if d.get("adaptive") else " (not detector-aware)."),
+            "Suite attacks go through the transforms (BPDA) but ignore the detector (not detector-aware)."
+            + (
+                f" Adaptive attacks that target the defense: {', '.join(d.get('adaptive_attacks', []))}"
+                " (BPDA/EOT through the transforms, a detector-aware objective, transfer from the undefended model)."
+                if d.get("adaptive")
+                else ""
+            ),
             "",
         ]
         rows = []
         for attack, by_eps in d["failure_rate"].items():
             for e, fail in by_eps.items():
+                auc = d["auroc"].get(attack, {}).get(e)
                 rows.append(
                     [
                         attack,
                         e,
                         _pct(m["robust_accuracy"].get(attack, {}).get(e)),
-                        _pct(d["detection_rate"][attack][e]),
-                        _pct(fail),
-                        "n/a" if d["auroc"][attack][e] is None else f"{d['auroc'][attack][e]:.3f}",
+                        _pct(d["detection_rate"].get(attack, {}).get(e)),
+                        _pct(fail) + _ci(d.get("failure_rate_ci", {}).get(attack, {}).get(e)),
+                        "n/a" if auc is None else f"{auc:.3f}",
                     ]
                 )
         out.append(_table(["attack", "eps", "robust acc.", "detected (of fooled)", "failure rate", "AUROC"], rows))
         out.append("")
-        out.append("Failure rate = share of all test inputs that end misclassified and unflagged.")
+        out.append(
+            "Failure rate = share of all test inputs that end misclassified and unflagged"
+            + ("; `ensemble` = per-input worst case over all attacks." if "ensemble" in d["failure_rate"] else ".")
+        )
     out += tabular_section(results)
     notes = results.get("notes")
     if notes:

@@ -31,8 +31,10 @@ def test_demo_writes_valid_results(demo_run: Path) -> None:
     assert results["schema"] == 1 and results["data"] == "digits" and results["seed"] == 0
     models = results["models"]
     assert set(models) == {"standard", "progressive-trades", "progressive-trades+defense"}
-    for m in models.values():
-        assert set(m["robust_accuracy"]) == {"fgsm", "pgd-10", "ensemble"}
+    adaptive = {"bpda-pgd", "detector-aware-pgd", "transfer-pgd"}
+    for name, m in models.items():
+        extra = adaptive if name.endswith("+defense") else set()
+        assert set(m["robust_accuracy"]) == {"fgsm", "pgd-10", "ensemble"} | extra
         assert set(m["robust_accuracy"]["pgd-10"]) == {"0.05", "0.1", "0.2"}
     std, rob = models["standard"], models["progressive-trades"]
     assert rob["robust_accuracy"]["ensemble"]["0.1"] > std["robust_accuracy"]["ensemble"]["0.1"]
@@ -43,6 +45,8 @@ def test_demo_writes_valid_results(demo_run: Path) -> None:
     defense = models["progressive-trades+defense"]["defense"]
     assert 0 <= defense["false_positive_rate"] <= 0.15
     assert defense["latency_ratio"] > 0
+    assert defense["adaptive"] is True and set(defense["adaptive_attacks"]) == adaptive
+    assert set(defense["failure_rate"]) == {"fgsm", "pgd-10", "ensemble"} | adaptive
     summary = (demo_run / "summary.md").read_text()
     assert "Training cost" in summary and "Runtime defense" in summary
     run = json.loads((demo_run / "run.json").read_text())

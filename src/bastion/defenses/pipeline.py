@@ -14,18 +14,34 @@ import torch
 from torch import Tensor, nn
 
 from bastion.attacks.base import evaluating
-from bastion.defenses.detectors.base import Detector
-from bastion.defenses.transforms import InputTransform
+from bastion.defenses.detectors.base import Detector, check_fpr, require_fitted, threshold_for_fpr
+from bastion.defenses.detectors.combined import CombinedDetector
+from bastion.defenses.transforms import InputTransform, check_in_domain, is_randomized
+from bastion.domain import InputDomain
+from bastion.errors import ConfigError, NotFittedError
+
+#: Decision policy outcomes, indexed by ``Decision.actions``.
+ACTIONS = ("accept", "flag", "reject")
+ACCEPT, FLAG, REJECT = 0, 1, 2
 
 
 @dataclass(frozen=True)
 class Decision:
-    """Per input: label, softmax confidence, anomaly score (nan without a detector) and flag."""
+    """Per input: label, softmax confidence, anomaly score (nan without a detector), flag, and action.
+
+    ``actions`` (N,) int64 indexes ``ACTIONS``: accept, flag (return the label with a warning) or reject.
+    A rejected input is also flagged.
+    """
 
     labels: Tensor
     confidence: Tensor
     scores: Tensor
     flagged: Tensor
+    actions: Tensor | None = None
+
+    def action_names(self) -> list[str]:
+        acts = self.actions if self.actions is not None else self.flagged.long()
+        return [ACTIONS[int(a)] for a in acts]
 
 
 class DefendedClassifier(nn.Module):
@@ -72,3 +88,128 @@ class DefendedClassifier(nn.Module):
                 "threshold": self.detector.threshold_,
             }
         return {"transforms": [t.to_dict() for t in self.transforms], "detector": detector}
+
+
+class Defense(DefendedClassifier):
+    """The hybrid runtime defense: domain check -> transforms -> model (or ensemble); detectors -> policy.
+
+    ``forward`` (the attack surface) is ``model(transforms(x))``. ``decide`` returns per input the label,
+    the confidence (max softmax), the anomaly score (one detector's score, or the combined normalized
+    score of several, see :class:`CombinedDetector`), the flag and the action of the decision policy:
+
+        score <= flag threshold            -> accept
+        flag < score <= reject threshold   -> flag   (label returned with a warning)
+        score > reject threshold           -> reject (no label should be used)
+
+    The flag threshold is calibrated on clean held-out data to ``target_fpr``, the reject threshold to
+    the stricter ``reject_fpr`` (so about ``reject_fpr`` of clean inputs are rejected).
+
+    Args:
+        model: classifier or AdaptiveEnsemble.
+        transforms: input transforms applied in order before the model.
+        detectors: fitted or unfitted detectors; several are combined into one CombinedDetector.
+        domain: legal inputs; ``decide`` raises InputValidationError for anything outside it.
+        target_fpr: flag rate on clean data.
+        reject_fpr: reject rate on clean data; default target_fpr / 5.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        transforms: Sequence[InputTransform] = (),
+        detectors: Sequence[Detector] = (),
+        *,
+        domain: InputDomain | None = None,
+        target_fpr: float = 0.05,
+        reject_fpr: float | None = None,
+    ) -> None:
+        self.target_fpr = check_fpr(target_fpr)
+        self.reject_fpr = check_fpr(reject_fpr if reject_fpr is not None else target_fpr / 5)
+        if self.reject_fpr > self.target_fpr:
+            raise ConfigError(f"reject_fpr ({self.reject_fpr}) must not exceed target_fpr ({self.target_fpr})")
+        detector: Detector | None
+        if len(detectors) == 0:
+            detector = None
+        elif len(detectors) == 1:
+            detector = detectors[0]
+            detector.target_fpr = self.target_fpr
+        else:
+            detector = CombinedDetector(list(detectors), target_fpr=self.target_fpr)
+        super().__init__(model, transforms, detector)
+        self.domain = domain
+        self.reject_threshold_: float | None = None
+        self.score_center_: float | None = None
+
+    @property
+    def randomized(self) -> bool:
+        parts = [*self.transforms, self.model, self.detector]
+        return any(is_randomized(p) for p in parts if p is not None)
+
+    def fit(self, x: Tensor, y: Tensor) -> Defense:
+        """Fit the detectors on clean training data."""
+        if self.detector is not None:
+            self.detector.fit(x, y)
+        return self
+
+    def calibrate(self, x_clean: Tensor) -> Defense:
+        """Flag and reject thresholds from clean held-out data."""
+        if self.detector is None:
+            return self
+        self.detector.calibrate(x_clean)
+        scores = self.detector.score(x_clean)
+        self.reject_threshold_ = max(threshold_for_fpr(scores, self.reject_fpr), float(self.detector.threshold_ or 0))
+        self.score_center_ = float(scores.double().median())
+        return self
+
+    def check(self, x: Tensor) -> None:
+        """Raise InputValidationError if x is not a finite batch inside the domain."""
+        if self.domain is not None:
+            check_in_domain(x, self.domain)
+
+    @torch.no_grad()
+    def decide(self, x: Tensor) -> Decision:
+        self.check(x)
+        with evaluating(self):
+            probs = self(x).softmax(dim=1)
+        confidence, labels = probs.max(dim=1)
+        if self.detector is None:
+            nan = torch.full_like(confidence, float("nan"))
+            return Decision(
+                labels, confidence, nan, torch.zeros_like(labels, dtype=torch.bool), torch.zeros_like(labels)
+            )
+        threshold = require_fitted(self.detector.threshold_, type(self.detector).__name__)
+        if self.reject_threshold_ is None:
+            raise NotFittedError("Defense is not calibrated: call fit(...) then calibrate(...) first")
+        scores = self.detector.score(x)
+        flagged = scores > threshold
+        actions = torch.where(scores > self.reject_threshold_, REJECT, torch.where(flagged, FLAG, ACCEPT))
+        return Decision(labels, confidence, scores, flagged, actions.long())
+
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        if self.detector is not None and out["detector"] is not None:
+            out["detector"]["reject_fpr"] = self.reject_fpr
+            out["detector"]["reject_threshold"] = self.reject_threshold_
+            members = getattr(self.detector, "members", None)
+            if members is not None:
+                out["detector"]["members"] = [type(m).__name__ for m in members]
+        out["model"] = type(self.model).__name__
+        out["randomized"] = self.randomized
+        return out
+
+
+def detection_margin(defended: DefendedClassifier, x: Tensor) -> Tensor:
+    """(N,) differentiable ``(score - threshold) / scale``: > 0 means flagged.
+
+    The scale is the distance from the clean median score to the threshold when the defense was
+    calibrated (so 0 = at the threshold, -1 = a typical clean input); else |threshold|.
+    """
+    detector = defended.detector
+    if detector is None:
+        raise ConfigError("this defense has no detector")
+    threshold = require_fitted(detector.threshold_, type(detector).__name__)
+    center = getattr(defended, "score_center_", None)
+    scale = threshold - center if center is not None and threshold > center else max(abs(threshold), 1e-6)
+    fn = getattr(detector, "soft_score", None)
+    score = fn(x) if fn is not None else detector.score(x)
+    return (score.to(x.dtype) - threshold) / scale

@@ -7,8 +7,6 @@ and a Wilson interval.
 from __future__ import annotations
 
 import logging
-import statistics
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +16,6 @@ from torch import Tensor, nn
 
 from bastion.attacks import Attack
 from bastion.data.spec import Split
-from bastion.defenses.pipeline import DefendedClassifier
 from bastion.evaluation.accuracy import predict, robust_accuracy
 from bastion.evaluation.stats import wilson
 from bastion.threat import ThreatModel
@@ -124,90 +121,10 @@ def _record(ev: Evaluation, name: str, eps: float, correct: Tensor) -> None:
     _set(ev.robust_accuracy_ci, name, eps, [round(v, 6) for v in wilson(k, n)])
 
 
-def _auroc(clean_scores: Tensor, adv_scores: Tensor) -> float | None:
-    """Area under the ROC curve separating adversarial (positive) from clean scores; None if either is empty."""
-    if clean_scores.numel() == 0 or adv_scores.numel() == 0:
-        return None
-    from sklearn.metrics import roc_auc_score
+def __getattr__(name: str) -> Any:
+    """``evaluate_defense`` lives in bastion.evaluation.defense; re-exported here (lazily: no import cycle)."""
+    if name == "evaluate_defense":
+        from bastion.evaluation.defense import evaluate_defense
 
-    labels = torch.cat([torch.zeros(clean_scores.numel()), torch.ones(adv_scores.numel())])
-    scores = torch.cat([clean_scores.cpu().double(), adv_scores.cpu().double()])
-    return round(float(roc_auc_score(labels.numpy(), scores.numpy())), 6)
-
-
-def _median_time(fn: Callable[[], object], repeats: int = 5) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def evaluate_defense(
-    defended: DefendedClassifier,
-    test: Split,
-    attacks: dict[str, Attack],
-    threat: ThreatModel,
-    eps_values: Sequence[float],
-    *,
-    seed: int = 0,
-    batch_size: int = 256,
-    on_cell: CellHook | None = None,
-) -> Evaluation:
-    """Attack the whole defense (gradients go through the transforms by BPDA) and score the detector.
-
-    Per (attack, eps): robust accuracy of the defended classifier; ``detection_rate``, the share of
-    successful adversarial examples the detector flags; ``failure_rate``, the share of all inputs that
-    end misclassified and unflagged (what an attacker actually gets); ``auroc`` of detector scores on
-    clean vs successful adversarial inputs. The attacks here ignore the detector (not detector-aware).
-    """
-    ev, adversarial = evaluate(
-        defended,
-        test,
-        attacks,
-        threat,
-        eps_values,
-        seed=seed,
-        batch_size=batch_size,
-        on_cell=on_cell,
-        keep_adversarial=True,
-    )
-    device = next(defended.parameters()).device
-    test = test.to(device)
-    detector = defended.detector
-    clean = defended.decide(test.x)
-    report: dict[str, Any] = {
-        "description": defended.describe(),
-        "false_positive_rate": round(float(clean.flagged.float().mean()), 6) if detector is not None else 0.0,
-        "detection_rate": {},
-        "failure_rate": {},
-        "auroc": {},
-        "adaptive": False,
-    }
-    for (name, eps), x_adv in adversarial.items():
-        d = defended.decide(x_adv)
-        wrong = d.labels != test.y
-        fooled = wrong & (clean.labels == test.y)
-        detected = d.flagged[fooled]
-        _set(
-            report["detection_rate"],
-            name,
-            eps,
-            round(float(detected.float().mean()), 6) if detected.numel() else None,
-        )
-        _set(report["failure_rate"], name, eps, round(float((wrong & ~d.flagged).float().mean()), 6))
-        _set(
-            report["auroc"],
-            name,
-            eps,
-            _auroc(clean.scores, d.scores[fooled]) if detector is not None else None,
-        )
-    bare = defended.model
-    x_lat = test.x[: min(len(test), 256)]
-    with torch.no_grad():
-        t_bare = _median_time(lambda: bare(x_lat))
-        t_def = _median_time(lambda: defended.decide(x_lat))
-    report["latency_ratio"] = round(t_def / max(t_bare, 1e-9), 3)
-    ev.defense = report
-    return ev
+        return evaluate_defense
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

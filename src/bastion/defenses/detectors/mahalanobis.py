@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from bastion.attacks.base import evaluating
-from bastion.defenses.detectors.base import check_fpr, require_fitted, threshold_for_fpr
+from bastion.defenses.detectors.base import check_fpr, chunked, require_fitted, threshold_for_fpr
 from bastion.errors import InputValidationError, NotFittedError
 
 
@@ -55,16 +55,28 @@ class MahalanobisDetector:
         self.precision_ = torch.linalg.inv(cov)
         return self
 
+    kind = "mahalanobis"
+    randomized = False
+
     def score(self, x: Tensor) -> Tensor:
         """(N,) squared Mahalanobis distance to the closest class mean; higher = more suspicious."""
         if self.means_ is None or self.precision_ is None:
             raise NotFittedError("MahalanobisDetector.score called before fit")
-        feats = self._features(x)
+        return self._distance(self._features(x)).float()
+
+    def soft_score(self, x: Tensor) -> Tensor:
+        """The same score with its autograd graph wrt x (for detector-aware attacks)."""
+        if self.means_ is None or self.precision_ is None:
+            raise NotFittedError("MahalanobisDetector.soft_score called before fit")
+        return chunked(lambda xs: self._distance(self.model.features(xs).double()).to(xs.dtype), x)
+
+    def _distance(self, feats: Tensor) -> Tensor:
+        assert self.means_ is not None and self.precision_ is not None
         # (f - m)' P (f - m) = f'Pf - 2 f'Pm + m'Pm, as matrix products instead of an (N, C, D) tensor.
         fp = feats @ self.precision_
         mp = self.means_ @ self.precision_
         d2 = (fp * feats).sum(1, keepdim=True) - 2 * fp @ self.means_.T + (mp * self.means_).sum(1)[None, :]
-        return d2.clamp_min(0).min(dim=1).values.float()
+        return d2.clamp_min(0).min(dim=1).values
 
     def calibrate(self, x_clean: Tensor) -> MahalanobisDetector:
         self.threshold_ = threshold_for_fpr(self.score(x_clean), self.target_fpr)

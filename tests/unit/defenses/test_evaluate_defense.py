@@ -1,0 +1,55 @@
+"""evaluate_defense runs the adaptive attacks automatically and reports failure rate, AUROC, latency."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from bastion.attacks import FGSM
+from bastion.data import Dataset
+from bastion.defenses import BitDepth, Defense, GaussianNoise, MahalanobisDetector
+from bastion.evaluation.defense import adaptive_attacks, evaluate_defense
+from bastion.evaluation.evaluate import evaluate_defense as reexported
+from bastion.results import new_results, validate_results
+from bastion.summary import to_markdown
+from bastion.threat import ThreatModel
+
+
+def test_adaptive_evaluation_reports_every_attack(digits: Dataset, trades_model: nn.Module) -> None:
+    assert reexported is evaluate_defense
+    defense = Defense(trades_model, [BitDepth(3)], [MahalanobisDetector(trades_model)], domain=digits.spec.domain)
+    defense.fit(digits.train.x, digits.train.y).calibrate(digits.val.x)
+    test = digits.test.take(48)
+    threat = ThreatModel(norm="linf", eps=0.2, domain=digits.spec.domain)
+    ev = evaluate_defense(defense, test, {"fgsm": FGSM()}, threat, [0.2], adaptive_steps=3)
+    d = ev.defense
+    assert d is not None and d["adaptive"] is True
+    assert d["adaptive_attacks"] == ["bpda-pgd", "detector-aware-pgd", "transfer-pgd"]
+    assert set(d["failure_rate"]) == {"fgsm", *d["adaptive_attacks"], "ensemble"}
+    for attack in ["fgsm", *d["adaptive_attacks"]]:
+        fail, robust = d["failure_rate"][attack]["0.2"], ev.robust_accuracy[attack]["0.2"]
+        assert 0 <= fail <= 1 - robust + 1e-9  # failing needs a misclassification
+        assert d["failure_rate"]["ensemble"]["0.2"] >= fail
+    assert d["latency_ratio"] > 0 and 0 <= d["false_positive_rate"] <= 1
+    results = new_results(command="test", data="digits", seed=0)
+    results["models"]["m+defense"] = {"path": "x", **ev.to_dict()}
+    validate_results(results)
+    summary = to_markdown(results)
+    assert "detector-aware-pgd" in summary and "worst case over all attacks" in summary
+
+
+def test_randomized_defenses_get_eot(trades_model: nn.Module) -> None:
+    attacks = adaptive_attacks(Defense(trades_model, [GaussianNoise(0.1)]), eot_samples=4)
+    assert set(attacks) == {"eot-pgd", "transfer-pgd"}
+    assert attacks["eot-pgd"].eot_samples == 4  # type: ignore[attr-defined]
+
+
+def test_transfer_on_a_bare_model_is_the_white_box_attack(standard_model: nn.Module, digits: Dataset) -> None:
+    from bastion.attacks import PGD, Transfer
+    from bastion.goals import Misclassify
+
+    x, y = digits.test.x[:20], digits.test.y[:20]
+    threat = ThreatModel(norm="linf", eps=0.1, domain=digits.spec.domain)
+    a = Transfer(base=PGD(n_steps=3))(standard_model, x, Misclassify(y), threat, rng=torch.Generator().manual_seed(0))
+    b = PGD(n_steps=3)(standard_model, x, Misclassify(y), threat, rng=torch.Generator().manual_seed(0))
+    assert torch.equal(a.success, b.success)
