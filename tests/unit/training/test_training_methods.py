@@ -171,15 +171,15 @@ def test_distilled_student_matches_its_teacher(digits: Dataset) -> None:
     test accuracy (within 5 points) on the held-out split."""
     from bastion.evaluation.accuracy import accuracy
 
-    settings = TrainSettings(batch_size=32, lr=3e-3, val_examples=0)
-    schedule = Schedule((Stage(epochs=6, eps=0.0),))
+    settings = TrainSettings(batch_size=32, lr=1e-2, val_examples=0)
+    schedule = Schedule((Stage(epochs=5, eps=0.0),))
     threat = ThreatModel(norm="linf", eps=0.0)
     teacher = tiny(0)
-    fit(teacher, digits.train, Standard(temperature=10.0), schedule, threat, settings=settings)
+    fit(teacher, digits.train, Standard(temperature=4.0), schedule, threat, settings=settings)
     student = tiny(1)
-    fit(student, digits.train, Distillation(teacher=teacher, temperature=10.0), schedule, threat, settings=settings)
+    fit(student, digits.train, Distillation(teacher=teacher, temperature=4.0), schedule, threat, settings=settings)
     t_acc, s_acc = accuracy(teacher, digits.test), accuracy(student, digits.test)
-    assert t_acc > 0.85
+    assert t_acc > 0.9
     assert abs(s_acc - t_acc) <= 0.05, (t_acc, s_acc)
 
 
