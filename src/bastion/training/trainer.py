@@ -221,7 +221,7 @@ def fit(
     if (s.amp or s.channels_last) and not cuda:
         log.info("amp / channels_last requested on %s: they apply to CUDA only and are ignored", device.type)
     if s.channels_last and cuda:
-        model.to(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     train = train.to(device)
     shuffle_rng = torch.Generator().manual_seed(seed)
     attack_rng = torch.Generator(device=device).manual_seed(seed + 1 + 1000 * rank)
@@ -415,8 +415,8 @@ def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     with torch.no_grad():
         for e, p in zip(ema.parameters(), model.parameters(), strict=True):
             e.mul_(decay).add_(p.detach(), alpha=1 - decay)
-        for e, b in zip(ema.buffers(), model.buffers(), strict=True):
-            e.copy_(b)
+        for eb, b in zip(ema.buffers(), model.buffers(), strict=True):
+            eb.copy_(b)
 
 
 def _stage_cost(schedule: Schedule, loop: _Loop, forward: int, backward: int) -> dict[str, Any]:
@@ -555,7 +555,7 @@ def _restore(
     loop = _Loop(
         epoch=loop_meta["epoch"],
         stage_index=loop_meta["stage_index"],
-        stage_start=tuple(loop_meta["stage_start"]),  # type: ignore[arg-type]
+        stage_start=(int(loop_meta["stage_start"][0]), int(loop_meta["stage_start"][1]), loop_meta["stage_start"][2]),
         train_time=loop_meta["train_time"],
         validation_time=loop_meta["validation_time"],
         stopped=loop_meta["stopped"],
