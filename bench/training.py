@@ -14,6 +14,7 @@ this one run because the machine's speed varies.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -69,6 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--methods", nargs="*", default=None, help="subset of methods to run")
+    p.add_argument(
+        "--schedule",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help='extra progressive-TRADES schedule, e.g. p2=\'[{"epochs": 2, "eps": 0.05, "n_steps": 1}, ...]\'',
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     torch.set_num_threads(args.threads)
@@ -102,6 +110,12 @@ def main(argv: list[str] | None = None) -> int:
             Schedule.from_list(variants["progressive-trades-steps"]),
         ),
     }
+    for spec in args.schedule:
+        name, _, stages_json = spec.partition("=")
+        stages = json.loads(stages_json)
+        for st in stages:
+            st.setdefault("beta", args.beta)
+        plans[f"progressive-trades-{name}"] = (TRADES(name=f"progressive-trades-{name}"), Schedule.from_list(stages))
     if args.methods:
         plans = {k: v for k, v in plans.items() if k in args.methods}
     suite = build_suite("default")

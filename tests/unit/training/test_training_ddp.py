@@ -29,7 +29,7 @@ BASE = {
     "model_options": {"hidden": [32]},
     "epochs": 2,
     "eps": 0.1,
-    "n_steps": 2,
+    "n_steps": 1,
     "batch_size": 64,
     "val_examples": 64,
     "device": "cpu",

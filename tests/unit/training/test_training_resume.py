@@ -27,7 +27,7 @@ model_options: {hidden: [32]}
 method: pgd-at
 epochs: 3
 eps: 0.1
-n_steps: 3
+n_steps: 2
 batch_size: 64
 val_examples: 64
 device: cpu
