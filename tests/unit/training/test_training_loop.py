@@ -214,3 +214,21 @@ def test_resuming_another_run_is_refused(digits: Dataset, tmp_path: Path) -> Non
             checkpoint_dir=tmp_path,
             resume=True,
         )
+
+
+def test_warm_start_loads_a_saved_model_and_refuses_another_architecture(digits: Dataset, tmp_path: Path) -> None:
+    from bastion.checkpoint import save_model
+    from bastion.runs import _warm_start
+
+    arch = Architecture(
+        name="mlp", input_shape=(1, 8, 8), num_classes=10, mean=(0.3,), std=(0.4,), options={"hidden": [32]}
+    )
+    saved = save_model(build_model(arch, seed=11), arch, digits.spec, tmp_path / "m")
+    model = tiny(0)
+    _warm_start(model, str(saved), arch)
+    assert torch.equal(weights(model), weights(build_model(arch, seed=11)))
+    other = Architecture(
+        name="mlp", input_shape=(1, 8, 8), num_classes=10, mean=(0.3,), std=(0.4,), options={"hidden": [16]}
+    )
+    with pytest.raises(ConfigError, match="do not fit"):
+        _warm_start(build_model(other, seed=0), str(saved), other)
