@@ -197,7 +197,7 @@ def fit(
 
     Args:
         threat: norm and domain for the inner attack; each stage sets its own eps.
-        val: if given, clean, FGSM and PGD accuracy (at the schedule's final eps) on its first
+        val: if given, clean, FGSM and PGD accuracy (at the schedule's final eps, else ``threat.eps``) on its first
             ``settings.val_examples`` examples each epoch (not counted as training compute); drives the
             best checkpoint and collapse detection.
         seed: drives shuffling, the inner attack's random starts and ``augment``'s generator.
@@ -245,6 +245,8 @@ def fit(
             p.requires_grad_(False)
     record = TrainingRecord(method=objective.name, schedule=schedule.to_list(), world_size=world)
     val_sub = val.take(s.val_examples).to(device) if (val is not None and s.val_examples > 0) else None
+    # Robustness is validated at the schedule's final budget; clean-only schedules use the threat's own.
+    val_threat = threat.with_eps(schedule.final_eps or threat.eps)
     best_state: dict[str, Tensor] | None = None
     loop = _Loop()
     run_id = {
@@ -350,7 +352,7 @@ def fit(
         if val_sub is not None:
             t1 = time.perf_counter()
             evaluated = ema if ema is not None else model
-            entry.update(_validate(evaluated, val_sub, threat.with_eps(schedule.final_eps), s, seed))
+            entry.update(_validate(evaluated, val_sub, val_threat, s, seed))
             loop.validation_time += time.perf_counter() - t1
             if record.best is None or entry["val_robust_acc"] > record.best["val_robust_acc"]:
                 record.best = {"epoch": epoch, "val_robust_acc": entry["val_robust_acc"]}
