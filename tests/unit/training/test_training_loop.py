@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import Tensor, nn
 
 from bastion.data import Dataset
@@ -232,3 +234,37 @@ def test_warm_start_loads_a_saved_model_and_refuses_another_architecture(digits:
     )
     with pytest.raises(ConfigError, match="do not fit"):
         _warm_start(build_model(other, seed=0), str(saved), other)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    epochs=st.integers(1, 40),
+    n_stages=st.integers(1, 6),
+    min_steps=st.integers(1, 5),
+    extra_steps=st.integers(0, 10),
+    single=st.integers(0, 5),
+    growth=st.sampled_from(["linear", "cosine"]),
+    final_fraction=st.floats(0.05, 1.0),
+)
+def test_generated_progressive_schedules_are_valid(
+    epochs: int, n_stages: int, min_steps: int, extra_steps: int, single: int, growth: str, final_fraction: float
+) -> None:
+    """Any schedule progressive() accepts covers exactly ``epochs``, never decreases and ends at full strength."""
+    try:
+        s = progressive(
+            epochs=epochs,
+            eps=0.3,
+            n_stages=n_stages,
+            max_steps=min_steps + extra_steps,
+            min_steps=min_steps,
+            growth=growth,  # type: ignore[arg-type]
+            final_fraction=final_fraction,
+            single_step_epochs=single,
+        )
+    except ConfigError:
+        assert epochs - single < n_stages
+        return
+    assert s.total_epochs == epochs
+    s.check_progressive()
+    assert s.final_eps == pytest.approx(0.3) and s.stages[-1].n_steps == min_steps + extra_steps
+    assert [s.stage_at(e)[0] for e in range(epochs)] == sorted(s.stage_at(e)[0] for e in range(epochs))
