@@ -73,8 +73,22 @@ def _progress() -> Iterator[Any]:
         tasks.clear()
         err_console.print(f"[bold]>[/bold] {text}")
 
+    def on_schedule(method: str, rows: list[dict[str, Any]]) -> None:
+        _print_schedule(method, rows)
+
     with progress:
-        yield Hooks(on_stage=on_stage, on_batch=on_batch, on_cell=on_cell)
+        yield Hooks(on_stage=on_stage, on_batch=on_batch, on_cell=on_cell, on_schedule=on_schedule)
+
+
+def _print_schedule(method: str, rows: list[dict[str, Any]]) -> None:
+    """The training schedule as a table: one row per stage."""
+    keys = ("stage", "epochs", "eps", "n_steps", "step_size", "beta")
+    table = Table(title=f"{method} schedule")
+    for key in keys:
+        table.add_column(key, justify="right")
+    for row in rows:
+        table.add_row(*(f"{row[k]:g}" if isinstance(row[k], float) else str(row[k]) for k in keys))
+    err_console.print(table)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -132,7 +146,11 @@ def train(
     data: Annotated[str | None, typer.Option("--data", help=DATA_HELP)] = None,
     model: Annotated[str | None, typer.Option("--model", help="Architecture: cnn, mlp.")] = None,
     method: Annotated[
-        str | None, typer.Option("--method", help="standard, pgd-at, trades, progressive-trades.")
+        str | None,
+        typer.Option(
+            "--method",
+            help="standard, pgd-at, trades, progressive-trades, mart, fast-at, free-at, distillation, ensemble-at.",
+        ),
     ] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Total epochs over all stages.")] = None,
     eps: Annotated[float | None, typer.Option("--eps", help="Final training budget (inputs in [0, 1]).")] = None,
@@ -141,8 +159,14 @@ def train(
     seed: SeedOpt = None,
     device: DeviceOpt = None,
     verbose: VerboseOpt = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from OUT/checkpoint/last.safetensors (same options).")
+    ] = False,
 ) -> None:
-    """Train one model and write a run folder (weights, config, split, results.json)."""
+    """Train one model and write a run folder (weights, config, split, results.json).
+
+    Multi-process: ``torchrun --nproc_per_node=N -m bastion train ...`` (gloo on CPU, NCCL on CUDA).
+    """
     from bastion.config import TrainConfig
     from bastion.runs import run_train
 
@@ -154,8 +178,9 @@ def train(
             config, data=data, model=model, method=method, epochs=epochs, eps=eps, seed=seed, device=device
         )
         with _progress() as hooks:
-            results = run_train(cfg, out, hooks)
-        _print_results(results, out, started)
+            results = run_train(cfg, out, hooks, resume=resume)
+        if results["models"]:  # under torchrun only rank 0 has results to show
+            _print_results(results, out, started)
 
     _run(job)
 

@@ -88,6 +88,20 @@ class TrainConfig(_Config):
     lr_schedule: Literal["constant", "cosine"] = "cosine"
     val_examples: int = Field(default=256, ge=0)
     augment: Literal["none", "crop", "crop-flip", "auto"] = "none"
+    # Issue 4: more methods, warm start, trainer options (see docs/training.md).
+    single_step_epochs: int = Field(default=0, ge=0)
+    guard: Literal["none", "n-fgsm"] = "n-fgsm"
+    noise: float = Field(default=2.0, ge=0)
+    replays: int = Field(default=4, ge=1)
+    temperature: float = Field(default=20.0, gt=0)
+    teacher: str | None = None
+    static_models: list[str] = Field(default_factory=list)
+    init_from: str | None = None
+    ema_decay: float | None = Field(default=None, gt=0, lt=1)
+    restore_best: bool = False
+    collapse_action: Literal["off", "record", "stop", "rollback"] = "record"
+    amp: bool = False
+    channels_last: bool = False
 
 
 class EvalConfig(_Config):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from bastion.models.registry import Architecture, build_model, normalization_sta
 from bastion.results import environment, new_results, write_results
 from bastion.summary import to_markdown
 from bastion.threat import ThreatModel
+from bastion.training import distributed as ddp
 from bastion.training.methods import MethodConfig, build_method
 from bastion.training.trainer import BatchHook, TrainingRecord, TrainSettings, fit
 
@@ -49,6 +50,7 @@ class Hooks:
     on_stage: Callable[[str], None] | None = None
     on_batch: BatchHook | None = None
     on_cell: CellHook | None = None
+    on_schedule: Callable[[str, list[dict[str, Any]]], None] | None = None
 
     def stage(self, text: str) -> None:
         log.info(text)
@@ -70,9 +72,18 @@ def resolve_device(name: str) -> torch.device:
 
 
 def train_model(
-    cfg: TrainConfig, data: Dataset, device: torch.device, hooks: Hooks | None = None
+    cfg: TrainConfig,
+    data: Dataset,
+    device: torch.device,
+    hooks: Hooks | None = None,
+    *,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
 ) -> tuple[nn.Module, Architecture, TrainingRecord]:
-    """Build the architecture from the training data's statistics and train it with cfg's method."""
+    """Build the architecture from the training data's statistics and train it with cfg's method.
+
+    ``checkpoint_dir`` receives a resumable checkpoint after every epoch; ``resume`` continues from it.
+    """
     hooks = hooks or Hooks()
     if len(data.train) == 0:
         raise ConfigError(f"{data.spec.source} has no training examples (a test-only folder?); train on another SPEC")
@@ -86,6 +97,8 @@ def train_model(
         options=dict(cfg.model_options),
     )
     model = build_model(arch, seed=cfg.seed).to(device)
+    if cfg.init_from is not None:
+        _warm_start(model, cfg.init_from, arch)
     method_cfg = MethodConfig(
         epochs=cfg.epochs,
         eps=cfg.eps,
@@ -96,13 +109,24 @@ def train_model(
         growth=cfg.growth,
         final_fraction=cfg.final_fraction,
         stages=tuple(cfg.stages) if cfg.stages is not None else None,
+        single_step_epochs=cfg.single_step_epochs,
+        guard=cfg.guard,
+        noise=cfg.noise,
+        replays=cfg.replays,
+        temperature=cfg.temperature,
+        teacher=cfg.teacher,
+        static_models=tuple(cfg.static_models),
     )
+    teacher_record = None
+    if cfg.method == "distillation" and cfg.teacher is None and checkpoint_dir is not None:
+        teacher_record = _train_teacher(cfg, data, device, hooks, checkpoint_dir, resume)
+        method_cfg = replace(method_cfg, teacher=str(checkpoint_dir.parent / "models" / "distillation-teacher"))
     objective, schedule = build_method(cfg.method, method_cfg)
-    for i, stage in enumerate(schedule.stages):
-        hooks.stage(
-            f"{cfg.method} stage {i + 1}/{len(schedule.stages)}: eps={stage.eps:.4g} "
-            f"steps={stage.n_steps} beta={stage.beta:g} epochs={stage.epochs}"
-        )
+    rows = schedule.rows()
+    for row in rows:
+        log.info("%s schedule: %s", cfg.method, row)
+    if hooks.on_schedule is not None:
+        hooks.on_schedule(cfg.method, rows)
     settings = TrainSettings(
         batch_size=cfg.batch_size,
         optimizer=cfg.optimizer,
@@ -110,6 +134,11 @@ def train_model(
         weight_decay=cfg.weight_decay,
         lr_schedule=cfg.lr_schedule,
         val_examples=cfg.val_examples,
+        ema_decay=cfg.ema_decay,
+        restore_best=cfg.restore_best,
+        collapse_action=cfg.collapse_action,
+        amp=cfg.amp,
+        channels_last=cfg.channels_last,
     )
     threat = ThreatModel(norm=cfg.norm, eps=cfg.eps, domain=data.spec.domain)
     record = fit(
@@ -123,8 +152,43 @@ def train_model(
         seed=cfg.seed,
         on_batch=hooks.on_batch,
         augment=build_augment(cfg.augment, data.spec),
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
     )
+    if teacher_record is not None:
+        # The teacher is part of the method's cost: its passes are added to the student's totals.
+        record.forward_passes += teacher_record.forward_passes
+        record.gradient_evaluations += teacher_record.gradient_evaluations
+        record.wall_time_s += teacher_record.wall_time_s
+        record.events.append({"kind": "teacher", **teacher_record.to_dict()})
     return model, arch, record
+
+
+def _warm_start(model: nn.Module, path: str, arch: Architecture) -> None:
+    """Initial weights from a saved model of the same architecture (progressive TRADES warm start)."""
+    source = checkpoint.load_model(path)
+    try:
+        model.load_state_dict(source.state_dict(), strict=True)
+    except RuntimeError as exc:
+        raise ConfigError(f"init_from {path}: its weights do not fit architecture {arch.name!r}: {exc}") from None
+
+
+def _train_teacher(
+    cfg: TrainConfig, data: Dataset, device: torch.device, hooks: Hooks, checkpoint_dir: Path, resume: bool
+) -> TrainingRecord:
+    """Defensive distillation's teacher (standard training at temperature T), saved next to the student."""
+    teacher_dir = checkpoint_dir.parent / "models" / "distillation-teacher"
+    teacher_cfg = TrainConfig.parse({**cfg.resolved(), "method": "distillation-teacher"})
+    if resume and (teacher_dir / checkpoint.DESCRIPTION).is_file():
+        return TrainingRecord.from_dict(checkpoint.read_description(teacher_dir)["training"])
+    hooks.stage(f"training the distillation teacher at temperature {cfg.temperature:g}")
+    model, arch, record = train_model(
+        teacher_cfg, data, device, hooks, checkpoint_dir=checkpoint_dir / "teacher", resume=resume
+    )
+    if ddp.is_main():
+        checkpoint.save_model(model, arch, data.spec, teacher_dir, extra={"training": record.to_dict()})
+    ddp.barrier()
+    return record
 
 
 def _model_entry(run_dir: Path, name: str, clean: float, n: int, record: TrainingRecord | None) -> dict[str, Any]:
@@ -155,13 +219,31 @@ def _write_run(run_dir: Path, results: dict[str, Any], data: Dataset, config: di
     atomic_write_text(run_dir / "summary.md", to_markdown(results))
 
 
-def run_train(cfg: TrainConfig, out: Path, hooks: Hooks | None = None) -> dict[str, Any]:
-    """``bastion train``: one model into ``out/models/METHOD`` with its training record."""
+def run_train(cfg: TrainConfig, out: Path, hooks: Hooks | None = None, *, resume: bool = False) -> dict[str, Any]:
+    """``bastion train``: one model into ``out/models/METHOD`` with its training record.
+
+    A resumable checkpoint goes to ``out/checkpoint/`` after every epoch; ``resume`` continues from it.
+    Under torchrun every rank trains its shard and rank 0 writes the run folder.
+    """
     hooks = hooks or Hooks()
-    device = resolve_device(cfg.device)
+    device = ddp.setup_from_env(resolve_device(cfg.device))
+    try:
+        return _run_train(cfg, out, hooks, device, resume)
+    finally:
+        ddp.teardown()
+
+
+def _run_train(cfg: TrainConfig, out: Path, hooks: Hooks, device: torch.device, resume: bool) -> dict[str, Any]:
+    if resume and not (out / "checkpoint" / "last.safetensors").is_file():
+        raise CheckpointError(f"--resume: no checkpoint at {out / 'checkpoint' / 'last.safetensors'}")
     data = load_dataset(cfg.data, seed=cfg.seed)
     hooks.stage(f"data {data.spec.source}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test")
-    model, arch, record = train_model(cfg, data, device, hooks)
+    model, arch, record = train_model(cfg, data, device, hooks, checkpoint_dir=out / "checkpoint", resume=resume)
+    results = new_results(
+        command="train", data=data.spec.source, seed=cfg.seed, split=data.describe(), config=cfg.resolved()
+    )
+    if not ddp.is_main():
+        return results
     name = cfg.method
     checkpoint.save_model(
         model,
@@ -169,9 +251,6 @@ def run_train(cfg: TrainConfig, out: Path, hooks: Hooks | None = None) -> dict[s
         data.spec,
         out / "models" / name,
         extra={"training": record.to_dict(), "seed": cfg.seed, "split": data.describe()},
-    )
-    results = new_results(
-        command="train", data=data.spec.source, seed=cfg.seed, split=data.describe(), config=cfg.resolved()
     )
     clean = accuracy(model, data.test.to(device))
     results["models"][name] = _model_entry(out, name, clean, len(data.test), record)

@@ -8,13 +8,29 @@ from typing import Any, Literal
 
 from bastion.errors import ConfigError
 from bastion.registry import Registry
-from bastion.training.objectives import PGDAT, TRADES, Objective, Standard
+from bastion.training.objectives import (
+    MART,
+    PGDAT,
+    TRADES,
+    Distillation,
+    EnsembleAT,
+    FastAT,
+    FreeAT,
+    Objective,
+    Standard,
+)
 from bastion.training.schedules import Schedule, constant, progressive
 
 
 @dataclass(frozen=True, kw_only=True)
 class MethodConfig:
-    """Method hyperparameters. ``stages`` (a list of stage dicts) overrides the generated schedule."""
+    """Method hyperparameters. ``stages`` (a list of stage dicts) overrides the generated schedule.
+
+    ``guard``/``noise``: fast-at's catastrophic-overfitting guard; ``replays``: free-at's m;
+    ``temperature``/``teacher``: distillation (teacher = a saved model folder, trained at that temperature);
+    ``static_models``: ensemble-at's pre-trained model folders; ``single_step_epochs``: a cheap first stage
+    for progressive-trades.
+    """
 
     epochs: int = 10
     eps: float = 0.1
@@ -25,6 +41,13 @@ class MethodConfig:
     growth: Literal["linear", "cosine"] = "linear"
     final_fraction: float = 0.4
     stages: tuple[dict[str, Any], ...] | None = None
+    single_step_epochs: int = 0
+    guard: Literal["none", "n-fgsm"] = "n-fgsm"
+    noise: float = 2.0
+    replays: int = 4
+    temperature: float = 20.0
+    teacher: str | None = None
+    static_models: tuple[str, ...] = ()
 
 
 METHODS: Registry[Callable[[MethodConfig], tuple[Objective, Schedule]]] = Registry("training method")
@@ -59,8 +82,52 @@ def _progressive_trades(c: MethodConfig) -> tuple[Objective, Schedule]:
             beta=c.beta,
             growth=c.growth,
             final_fraction=c.final_fraction,
+            single_step_epochs=c.single_step_epochs,
         )
     return TRADES(name="progressive-trades"), schedule
+
+
+@METHODS.register("mart")
+def _mart(c: MethodConfig) -> tuple[Objective, Schedule]:
+    return MART(), constant(epochs=c.epochs, eps=c.eps, n_steps=c.n_steps, beta=c.beta)
+
+
+@METHODS.register("fast-at")
+def _fast_at(c: MethodConfig) -> tuple[Objective, Schedule]:
+    return FastAT(guard=c.guard, noise=c.noise), constant(epochs=c.epochs, eps=c.eps, n_steps=1, beta=0.0)
+
+
+@METHODS.register("free-at")
+def _free_at(c: MethodConfig) -> tuple[Objective, Schedule]:
+    """``epochs`` counts passes over the data; each holds ``replays`` optimiser steps per minibatch."""
+    return FreeAT(replays=c.replays), constant(epochs=c.epochs, eps=c.eps, n_steps=1, beta=0.0)
+
+
+@METHODS.register("distillation-teacher")
+def _distillation_teacher(c: MethodConfig) -> tuple[Objective, Schedule]:
+    """The teacher of defensive distillation: standard training at temperature T."""
+    objective = Standard(name="distillation-teacher", temperature=c.temperature)
+    return objective, constant(epochs=c.epochs, eps=0.0, n_steps=1, beta=0.0)
+
+
+@METHODS.register("distillation")
+def _distillation(c: MethodConfig) -> tuple[Objective, Schedule]:
+    if c.teacher is None:
+        raise ConfigError("distillation needs a teacher model folder (teacher=PATH), trained at the same temperature")
+    from bastion.checkpoint import load_model
+
+    teacher = load_model(c.teacher)
+    return Distillation(teacher=teacher, temperature=c.temperature), constant(
+        epochs=c.epochs, eps=0.0, n_steps=1, beta=0.0
+    )
+
+
+@METHODS.register("ensemble-at")
+def _ensemble_at(c: MethodConfig) -> tuple[Objective, Schedule]:
+    from bastion.checkpoint import load_model
+
+    static = tuple(load_model(path) for path in c.static_models)
+    return EnsembleAT(static_models=static), constant(epochs=c.epochs, eps=c.eps, n_steps=c.n_steps, beta=0.0)
 
 
 def build_method(name: str, config: MethodConfig) -> tuple[Objective, Schedule]:

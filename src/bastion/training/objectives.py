@@ -6,15 +6,19 @@ passes and the training pass are all counted.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bastion.attacks.losses import kl_to_reference
+from bastion.attacks.base import evaluating, loss_gradient
+from bastion.attacks.losses import cross_entropy, kl_to_reference
 from bastion.attacks.pgd import PGD
+from bastion.compute import CountingModel
+from bastion.errors import ConfigError
 from bastion.goals import Diverge, Misclassify
 from bastion.threat import ThreatModel
 from bastion.training.schedules import Stage
@@ -26,8 +30,12 @@ def _f(t: Tensor) -> float:
 
 @dataclass
 class LossOutput:
+    """The batch loss to minimise, metrics to log, and an optional callback run right after its backward
+    (Free AT reads the input gradient of that same backward pass to update its perturbation)."""
+
     loss: Tensor
     metrics: dict[str, float] = field(default_factory=dict)
+    after_backward: Callable[[], None] | None = None
 
 
 class Objective(Protocol):
@@ -57,13 +65,19 @@ def _inner_attack(stage: Stage, loss: object) -> PGD:
 
 @dataclass(frozen=True)
 class Standard:
-    """Empirical risk minimisation: cross-entropy on clean inputs."""
+    """Empirical risk minimisation: cross-entropy on clean inputs, optionally at a softmax temperature
+    (the teacher of defensive distillation is trained at temperature T)."""
 
     name: str = "standard"
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
 
     def __call__(self, model, x, y, stage, threat, rng):  # type: ignore[no-untyped-def]
         logits = model(x)
-        loss = F.cross_entropy(logits, y)
+        loss = F.cross_entropy(logits / self.temperature, y)
         return LossOutput(loss, {"loss": _f(loss), "acc": float((logits.argmax(1) == y).float().mean())})
 
 
@@ -106,3 +120,229 @@ class TRADES:
         robust = kl_to_reference(adv_logits, logits.softmax(dim=1)).mean()
         loss = natural + stage.beta * robust
         return LossOutput(loss, {"loss": _f(loss), "natural": _f(natural), "robust": _f(robust)})
+
+
+def _accuracy(logits: Tensor, y: Tensor) -> float:
+    return float((logits.argmax(1) == y).float().mean())
+
+
+def _counted_like(model: nn.Module, other: nn.Module) -> nn.Module:
+    """``other`` counted on the same tally as ``model`` (a teacher's or a static model's passes are
+    training compute too)."""
+    if isinstance(model, CountingModel):
+        return CountingModel(other, model.counter)
+    return other
+
+
+@dataclass(frozen=True)
+class MART:
+    """Wang et al. 2020, "Improving adversarial robustness requires revisiting misclassified examples"
+    (ICLR 2020): boosted cross-entropy on PGD examples plus beta * KL(p(x) || p(x')) weighted by
+    1 - p_y(x), so misclassified clean examples weigh more.
+
+    BCE(p(x'), y) = -log p_y(x') - log(1 - max_{k != y} p_k(x')). The inner attack maximises
+    cross-entropy (stage eps, steps, step size); ``stage.beta`` is the paper's lambda.
+    """
+
+    name: str = "mart"
+
+    def __call__(self, model, x, y, stage, threat, rng):  # type: ignore[no-untyped-def]
+        threat = threat.with_eps(stage.eps)
+        x_adv = _inner_attack(stage, cross_entropy).perturb(model, x, Misclassify(y), threat, rng=rng)
+        logits = model(x)
+        adv_logits = model(x_adv)
+        adv_probs = adv_logits.softmax(dim=1)
+        true_mask = F.one_hot(y, adv_logits.shape[1]).bool()
+        top_other = adv_probs.masked_fill(true_mask, 0.0).amax(dim=1)
+        boosted = F.cross_entropy(adv_logits, y, reduction="none") - torch.log((1.0 - top_other).clamp_min(1e-12))
+        probs = logits.softmax(dim=1)
+        kl = (probs * (logits.log_softmax(dim=1) - adv_logits.log_softmax(dim=1))).sum(dim=1)
+        weight = 1.0 - probs.gather(1, y[:, None]).squeeze(1)
+        robust = (kl * weight).mean()
+        loss = boosted.mean() + stage.beta * robust
+        return LossOutput(
+            loss,
+            {
+                "loss": _f(loss),
+                "boosted_ce": _f(boosted.mean()),
+                "robust": _f(robust),
+                "adv_acc": _accuracy(adv_logits, y),
+            },
+        )
+
+
+@dataclass(frozen=True)
+class FastAT:
+    """Single-step adversarial training.
+
+    ``guard="none"``: Wong et al. 2020, "Fast is better than free" (arXiv:2001.03994): FGSM from a uniform
+    random start in the eps-ball, step ``stage.step_fraction * eps`` (1.25 eps for a one-step stage),
+    projected back onto the ball. Prone to catastrophic overfitting at large eps.
+
+    ``guard="n-fgsm"`` (default): de Jorge et al. 2022, "Make some noise" (arXiv:2202.01181): noise drawn
+    from a ball of ``noise * eps`` (k = 2 in the paper), one step of eps, and *no* projection back onto the
+    eps-ball (only onto the input domain). The stronger noise and the unclipped step avoid catastrophic
+    overfitting at the cost of one single-step attack, unlike GradAlign's double backpropagation.
+
+    Costs 2 forward and 2 backward passes per example (one of each for the attack, one for training).
+    """
+
+    name: str = "fast-at"
+    guard: Literal["none", "n-fgsm"] = "n-fgsm"
+    noise: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.guard not in ("none", "n-fgsm"):
+            raise ConfigError(f"unknown fast-at guard {self.guard!r}; expected 'none' or 'n-fgsm'")
+        if not self.noise >= 0:
+            raise ConfigError(f"noise must be >= 0, got {self.noise}")
+
+    def __call__(self, model, x, y, stage, threat, rng):  # type: ignore[no-untyped-def]
+        x_adv = self.perturb(model, x, y, stage, threat, rng)
+        logits = model(x_adv)
+        loss = F.cross_entropy(logits, y)
+        return LossOutput(loss, {"loss": _f(loss), "adv_acc": _accuracy(logits, y)})
+
+    def perturb(
+        self, model: nn.Module, x: Tensor, y: Tensor, stage: Stage, threat: ThreatModel, rng: torch.Generator | None
+    ) -> Tensor:
+        """The training example: inside the domain, within (noise + 1) * eps (n-fgsm) or eps (none)."""
+        eps = stage.eps
+        if eps == 0:
+            return x.detach().clone()
+        x = x.detach()
+        if self.guard == "none":
+            ball = threat.with_eps(eps)
+            step = stage.step_fraction * eps
+        else:
+            # The final perturbation may reach (noise + 1) * eps: N-FGSM deliberately does not clip.
+            ball = threat.with_eps((self.noise + 1.0) * eps)
+            step = (stage.rel_step_size or 1.0) * eps
+        with evaluating(model):
+            noise_ball = threat.with_eps(self.noise * eps) if self.guard == "n-fgsm" else ball
+            start = noise_ball.random_start(x, rng)
+            _, grad, _ = loss_gradient(model, start, Misclassify(y), cross_entropy)
+            x_adv = ball.project(start + step * threat.steepest(grad), x)
+        return threat.domain.repair(x_adv, x).detach()
+
+
+@dataclass
+class FreeAT:
+    """Shafahi et al. 2019, "Adversarial training for free!" (arXiv:1904.12843).
+
+    Each minibatch is replayed ``replays`` (m) times; every replay is one forward and one backward pass
+    whose input gradient also updates a perturbation that persists across replays and minibatches
+    (step eps, projected onto the ball). The trainer takes one optimiser step per replay, so an epoch
+    costs m forward and m backward passes per example. The perturbation is objective state, saved with
+    the training checkpoint.
+    """
+
+    name: str = "free-at"
+    replays: int = 4
+    delta: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.replays, int) or self.replays < 1:
+            raise ConfigError(f"free-at replays must be an integer >= 1, got {self.replays!r}")
+
+    def __call__(self, model, x, y, stage, threat, rng):  # type: ignore[no-untyped-def]
+        ball = threat.with_eps(stage.eps)
+        x = x.detach()
+        n = x.shape[0]
+        if self.delta is None or self.delta.shape[1:] != x.shape[1:] or self.delta.device != x.device:
+            self.delta = torch.zeros_like(x)
+        if self.delta.shape[0] < n:
+            pad = torch.zeros((n - self.delta.shape[0], *x.shape[1:]), dtype=x.dtype, device=x.device)
+            self.delta = torch.cat([self.delta, pad])
+        x_adv = ball.project(x + self.delta[:n], x).requires_grad_(True)
+        logits = model(x_adv)
+        loss = F.cross_entropy(logits, y)
+
+        def update_delta() -> None:
+            if x_adv.grad is None or self.delta is None:
+                return
+            moved = ball.project(x_adv.detach() + stage.eps * threat.steepest(x_adv.grad), x)
+            self.delta[:n] = moved - x
+
+        return LossOutput(loss, {"loss": _f(loss), "adv_acc": _accuracy(logits, y)}, after_backward=update_delta)
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        return {} if self.delta is None else {"delta": self.delta.detach().cpu()}
+
+    def load_state_tensors(self, state: dict[str, Tensor], device: torch.device) -> None:
+        self.delta = state["delta"].to(device) if "delta" in state else None
+
+
+@dataclass(frozen=True)
+class Distillation:
+    """Papernot et al. 2016, "Distillation as a defense" (arXiv:1511.04508): the student is trained on
+    the teacher's soft labels softmax(teacher(x) / T) with its own softmax at the same temperature T, and
+    deployed at temperature 1 (its raw logits). The teacher (trained at temperature T, see
+    ``Standard(temperature=T)``) is frozen; its forward passes are counted as training compute.
+    """
+
+    teacher: nn.Module
+    temperature: float = 20.0
+    name: str = "distillation"
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.teacher.eval()
+
+    def __call__(self, model, x, y, stage, threat, rng):  # type: ignore[no-untyped-def]
+        teacher = _counted_like(model, self.teacher.to(x.device))
+        with torch.no_grad():
+            soft = (teacher(x) / self.temperature).softmax(dim=1)
+        logits = model(x)
+        # KL(soft || student at T): the soft-label cross-entropy minus the teacher's entropy (a constant),
+        # so the gradient is the paper's and the reported loss reaches 0 when the student matches.
+        log_soft = soft.clamp_min(1e-12).log()
+        loss = (soft * (log_soft - (logits / self.temperature).log_softmax(dim=1))).sum(dim=1).mean()
+        return LossOutput(loss, {"loss": _f(loss), "acc": _accuracy(logits, y)})
+
+
+@dataclass
+class EnsembleAT:
+    """Tramèr et al. 2018, "Ensemble adversarial training" (arXiv:1705.07204).
+
+    Batches cycle through the sources: the model being trained, then each static pre-trained model in
+    turn. The adversarial examples of a batch are crafted on its source with the stage's attack (a
+    one-step stage gives the paper's single-step attack) and the loss is
+    0.5 * CE(clean) + 0.5 * CE(adversarial). Static models stay frozen; their passes are counted.
+    """
+
+    static_models: tuple[nn.Module, ...] = ()
+    name: str = "ensemble-at"
+    batches_seen: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.static_models:
+            raise ConfigError("ensemble-at needs at least one static pre-trained model (static_models)")
+        for m in self.static_models:
+            for p in m.parameters():
+                p.requires_grad_(False)
+            m.eval()
+
+    def source_of(self, batch: int) -> int:
+        """0 for the model itself, i >= 1 for static model i - 1."""
+        return batch % (1 + len(self.static_models))
+
+    def __call__(self, model, x, y, stage, threat, rng):  # type: ignore[no-untyped-def]
+        source = self.source_of(self.batches_seen)
+        self.batches_seen += 1
+        crafter = model if source == 0 else _counted_like(model, self.static_models[source - 1].to(x.device))
+        threat = threat.with_eps(stage.eps)
+        x_adv = _inner_attack(stage, cross_entropy).perturb(crafter, x, Misclassify(y), threat, rng=rng)
+        logits = model(x)
+        adv_logits = model(x_adv)
+        loss = 0.5 * F.cross_entropy(logits, y) + 0.5 * F.cross_entropy(adv_logits, y)
+        return LossOutput(loss, {"loss": _f(loss), "adv_acc": _accuracy(adv_logits, y), "source": float(source)})
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        return {"batches_seen": torch.tensor([self.batches_seen], dtype=torch.int64)}
+
+    def load_state_tensors(self, state: dict[str, Tensor], device: torch.device) -> None:
+        self.batches_seen = int(state["batches_seen"][0])

@@ -85,6 +85,23 @@ class Schedule:
     def to_list(self) -> list[dict[str, Any]]:
         return [s.to_dict() for s in self.stages]
 
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per stage for printing and logging: epochs covered, eps, steps, step size, beta."""
+        rows, start = [], 0
+        for i, s in enumerate(self.stages):
+            rows.append(
+                {
+                    "stage": i + 1,
+                    "epochs": f"{start + 1}-{start + s.epochs}",
+                    "eps": round(s.eps, 6),
+                    "n_steps": s.n_steps,
+                    "step_size": round(s.step_fraction * s.eps, 6),
+                    "beta": s.beta,
+                }
+            )
+            start += s.epochs
+        return rows
+
     @classmethod
     def from_list(cls, stages: list[dict[str, Any]], *, allow_decreasing: bool = False) -> Schedule:
         """Build from config data; eps and steps must not decrease unless ``allow_decreasing``."""
@@ -126,12 +143,34 @@ def progressive(
     beta: float = 6.0,
     growth: Literal["linear", "cosine"] = "linear",
     final_fraction: float = 0.4,
+    single_step_epochs: int = 0,
 ) -> Schedule:
     """Progressive multi-stage schedule: eps and steps grow from stage to stage up to (eps, max_steps).
 
     The last stage (full eps, max_steps) gets ``final_fraction`` of the epochs; the earlier stages share
-    the rest evenly. ``growth`` shapes the ramp of eps and steps over the stages.
+    the rest evenly. ``growth`` shapes the ramp of eps and steps over the stages. With
+    ``single_step_epochs`` > 0, that many of the epochs go to an extra first stage of cheap one-step
+    attacks (random start, step 1.25 eps) at the first stage's budget.
     """
+    if not isinstance(single_step_epochs, int) or single_step_epochs < 0:
+        raise ConfigError(f"single_step_epochs must be an integer >= 0, got {single_step_epochs!r}")
+    if single_step_epochs:
+        if epochs - single_step_epochs < n_stages:
+            raise ConfigError(
+                f"{epochs} epochs cannot hold {single_step_epochs} single-step epochs and {n_stages} stages"
+            )
+        rest = progressive(
+            epochs=epochs - single_step_epochs,
+            eps=eps,
+            n_stages=n_stages,
+            max_steps=max_steps,
+            min_steps=min_steps,
+            beta=beta,
+            growth=growth,
+            final_fraction=final_fraction,
+        )
+        first = Stage(epochs=single_step_epochs, eps=rest.stages[0].eps, n_steps=1, beta=beta)
+        return Schedule((first, *rest.stages))
     if n_stages < 1:
         raise ConfigError(f"n_stages must be >= 1, got {n_stages}")
     if epochs < n_stages:

@@ -1,23 +1,30 @@
-"""The fit loop. Owns train/eval modes, the optimizer, per-stage compute counts and validation."""
+"""The fit loop. Owns train/eval modes, the optimizer, per-stage compute counts, validation, the best
+checkpoint, EMA, collapse detection, exact resume and data-parallel gradient averaging."""
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
+from bastion.attacks.fgsm import FGSM
 from bastion.attacks.pgd import PGD
 from bastion.compute import CountingModel, PassCounter
 from bastion.data.spec import Split
-from bastion.errors import ConfigError
+from bastion.errors import CheckpointError, ConfigError
 from bastion.evaluation.accuracy import accuracy, robust_accuracy
 from bastion.threat import ThreatModel
+from bastion.training import distributed as ddp
+from bastion.training import state as ckpt
 from bastion.training.objectives import Objective
 from bastion.training.schedules import Schedule
 
@@ -25,11 +32,27 @@ log = logging.getLogger(__name__)
 
 #: Called after every batch with (epoch, batches done in epoch, batches per epoch).
 BatchHook = Callable[[int, int, int], None]
+#: Data augmentation: (x on the device, generator) -> x of the same shape, inside the input domain.
+Augment = Callable[[Tensor, torch.Generator], Tensor]
+
+CollapseAction = Literal["off", "record", "stop", "rollback"]
 
 
 @dataclass(frozen=True, kw_only=True)
 class TrainSettings:
-    """Optimiser and loop settings shared by every method."""
+    """Optimiser and loop settings shared by every method.
+
+    Args:
+        val_examples: validation examples for the per-epoch clean / FGSM / PGD accuracy (0 = none).
+        ema_decay: keep an exponential moving average of the weights (e.g. 0.999); validation, the best
+            checkpoint and the returned model then use the averaged weights.
+        restore_best: end with the weights of the epoch with the best PGD validation accuracy (guards
+            against robust overfitting); needs validation.
+        collapse_action: what to do on catastrophic overfitting (PGD validation accuracy falling below
+            ``collapse_drop`` x its best while FGSM validation accuracy rises): ``record`` an event,
+            ``stop`` training, ``rollback`` to the best weights and stop, or ``off``.
+        amp, channels_last: CUDA only (autocast float16 + GradScaler; NHWC memory); no-ops on CPU.
+    """
 
     batch_size: int = 128
     optimizer: Literal["adam", "sgd"] = "adam"
@@ -39,6 +62,12 @@ class TrainSettings:
     lr_schedule: Literal["constant", "cosine"] = "cosine"
     val_examples: int = 256
     val_attack_steps: int = 10
+    ema_decay: float | None = None
+    restore_best: bool = False
+    collapse_action: CollapseAction = "record"
+    collapse_drop: float = 0.25
+    amp: bool = False
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -49,11 +78,20 @@ class TrainSettings:
             raise ConfigError(f"unknown optimizer {self.optimizer!r}; expected 'adam' or 'sgd'")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ConfigError(f"unknown lr_schedule {self.lr_schedule!r}; expected 'constant' or 'cosine'")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ConfigError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+        if self.collapse_action not in ("off", "record", "stop", "rollback"):
+            raise ConfigError(
+                f"unknown collapse_action {self.collapse_action!r}; expected off, record, stop or rollback"
+            )
+        if not 0 < self.collapse_drop < 1:
+            raise ConfigError(f"collapse_drop must be in (0, 1), got {self.collapse_drop}")
 
 
 @dataclass
 class TrainingRecord:
-    """What training cost and how it went. Pass counts are per example (see ``bastion.compute``)."""
+    """What training cost and how it went. Pass counts are per example (see ``bastion.compute``), summed
+    over all processes of a data-parallel run."""
 
     method: str
     schedule: list[dict[str, Any]]
@@ -63,6 +101,10 @@ class TrainingRecord:
     validation_time_s: float = 0.0
     stages: list[dict[str, Any]] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] | None = None
+    world_size: int = 1
+    resumed_at_epoch: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -74,13 +116,66 @@ class TrainingRecord:
             "schedule": self.schedule,
             "stages": self.stages,
             "history": self.history,
+            "events": self.events,
+            "best": self.best,
+            "world_size": self.world_size,
+            "resumed_at_epoch": self.resumed_at_epoch,
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainingRecord:
+        return cls(
+            method=d["method"],
+            schedule=d["schedule"],
+            forward_passes=d["forward_passes"],
+            gradient_evaluations=d["gradient_evaluations"],
+            wall_time_s=d["wall_time_s"],
+            validation_time_s=d["validation_time_s"],
+            stages=d["stages"],
+            history=d["history"],
+            events=d.get("events", []),
+            best=d.get("best"),
+            world_size=d.get("world_size", 1),
+            resumed_at_epoch=d.get("resumed_at_epoch"),
+        )
+
+
+def detect_collapse(history: list[dict[str, Any]], drop: float) -> bool:
+    """Catastrophic overfitting at the last epoch of ``history`` (Wong et al. 2020, Sec. 5).
+
+    True when PGD validation accuracy fell below ``drop`` x its best earlier value (which must have
+    been >= 0.1, so an untrained model is not "collapsing") while FGSM validation accuracy rose: the
+    model has learned to mask single-step gradients instead of becoming robust.
+    """
+    if len(history) < 2 or "val_robust_acc" not in history[-1] or "val_fgsm_acc" not in history[-1]:
+        return False
+    earlier = [h["val_robust_acc"] for h in history[:-1] if "val_robust_acc" in h]
+    best = max(earlier, default=0.0)
+    now, prev = history[-1], history[-2]
+    fgsm_rose = now["val_fgsm_acc"] > prev.get("val_fgsm_acc", float("inf"))
+    return best >= 0.1 and now["val_robust_acc"] < drop * best and fgsm_rose
 
 
 def _optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
     if s.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     return torch.optim.SGD(model.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+
+
+@dataclass
+class _Loop:
+    """Loop position and bookkeeping; everything here goes into the checkpoint."""
+
+    epoch: int = 0  # epochs completed
+    stage_index: int = -1
+    stage_start: tuple[int, int, float] = (0, 0, 0.0)  # global (forward, backward) and training time
+    train_time: float = 0.0
+    validation_time: float = 0.0
+    stopped: bool = False
+
+
+def _state_tensors(module: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
 def fit(
@@ -94,114 +189,384 @@ def fit(
     val: Split | None = None,
     seed: int = 0,
     on_batch: BatchHook | None = None,
-    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    augment: Augment | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
 ) -> TrainingRecord:
     """Train ``model`` in place; return the cost and per-epoch history.
 
     Args:
         threat: norm and domain for the inner attack; each stage sets its own eps.
-        val: if given, clean and PGD accuracy (at the schedule's final eps) on its first
-            ``settings.val_examples`` examples are logged each epoch (not counted as training compute).
-        seed: drives shuffling, the inner attack's random starts and augmentation.
-        augment: applied to each training batch before the objective, with its own generator on the
-            model's device (see ``bastion.data.augment``).
+        val: if given, clean, FGSM and PGD accuracy (at the schedule's final eps, else ``threat.eps``) on its first
+            ``settings.val_examples`` examples each epoch (not counted as training compute); drives the
+            best checkpoint and collapse detection.
+        seed: drives shuffling, the inner attack's random starts and ``augment``'s generator.
+        augment: applied to every training batch on the device before the objective.
+        checkpoint_dir: write ``last.safetensors`` (everything needed to resume) after every epoch and
+            ``best.safetensors`` (weights) whenever PGD validation accuracy improves.
+        resume: continue from ``checkpoint_dir/last.safetensors``; the run then ends with bitwise the
+            same weights as an uninterrupted one with the same settings, seed and process count.
+
+    Under ``torch.distributed`` (see ``bastion.training.distributed``) each rank trains on its shard of
+    every global batch of ``settings.batch_size`` examples and only rank 0 writes checkpoints.
     """
     s = settings or TrainSettings()
+    if s.restore_best and (val is None or s.val_examples == 0):
+        raise ConfigError("restore_best needs validation data (val and val_examples > 0)")
+    if resume and checkpoint_dir is None:
+        raise ConfigError("resume needs a checkpoint_dir to resume from")
+    rank, world = ddp.rank_and_world()
     device = next(model.parameters()).device
+    cuda = device.type == "cuda"
+    if (s.amp or s.channels_last) and not cuda:
+        log.info("amp / channels_last requested on %s: they apply to CUDA only and are ignored", device.type)
+    if s.channels_last and cuda:
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     train = train.to(device)
     shuffle_rng = torch.Generator().manual_seed(seed)
-    attack_rng = torch.Generator(device=device).manual_seed(seed + 1)
-    augment_rng = torch.Generator(device=device).manual_seed(seed + 3)
+    attack_rng = torch.Generator(device=device).manual_seed(seed + 1 + 1000 * rank)
+    augment_rng = torch.Generator(device=device).manual_seed(seed + 3 + 1000 * rank)
     counter = PassCounter()
     counted = CountingModel(model, counter)
     optimizer = _optimizer(model, s)
+    replays = int(getattr(objective, "replays", 1))
     n_batches = math.ceil(len(train) / s.batch_size)
-    total_steps = schedule.total_epochs * n_batches
+    total_steps = schedule.total_epochs * n_batches * replays
     lr_at = (
         (lambda step: 0.5 * (1 + math.cos(math.pi * step / total_steps)))
         if s.lr_schedule == "cosine"
         else (lambda step: 1.0)
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
-    record = TrainingRecord(method=objective.name, schedule=schedule.to_list())
-    val_sub = val.take(s.val_examples).to(device) if val is not None else None
-    started = time.perf_counter()
-    stage_index = -1
-    stage_start = (0, 0, started)
-    validation_s = 0.0  # excluded from the training wall time; reported apart
-    for epoch in range(schedule.total_epochs):
+    scaler = torch.amp.GradScaler("cuda") if (s.amp and cuda) else None
+    ema = copy.deepcopy(model).eval() if s.ema_decay is not None else None
+    if ema is not None:
+        for p in ema.parameters():
+            p.requires_grad_(False)
+    record = TrainingRecord(method=objective.name, schedule=schedule.to_list(), world_size=world)
+    val_sub = val.take(s.val_examples).to(device) if (val is not None and s.val_examples > 0) else None
+    # Robustness is validated at the schedule's final budget; clean-only schedules use the threat's own.
+    val_threat = threat.with_eps(schedule.final_eps or threat.eps)
+    best_state: dict[str, Tensor] | None = None
+    loop = _Loop()
+    run_id = {
+        "method": objective.name,
+        "schedule": schedule.to_list(),
+        "settings": asdict(s),
+        "seed": seed,
+        "n_train": len(train),
+        "world_size": world,
+    }
+    directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if resume and directory is not None:
+        loop, best_state = _restore(
+            directory / ckpt.LAST,
+            run_id,
+            model=model,
+            ema=ema,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            scaler=scaler,
+            objective=objective,
+            record=record,
+            generators={"shuffle": shuffle_rng, "attack": attack_rng, "augment": augment_rng},
+            counter=counter,
+            device=device,
+        )
+        record.resumed_at_epoch = loop.epoch
+        log.info("resumed %s after epoch %d", objective.name, loop.epoch)
+
+    autocast = (
+        (lambda: torch.autocast(device_type="cuda", dtype=torch.float16))
+        if scaler is not None
+        else contextlib.nullcontext
+    )
+    for epoch in range(loop.epoch, schedule.total_epochs):
+        if loop.stopped:
+            break
         index, stage = schedule.stage_at(epoch)
-        if index != stage_index:
-            if stage_index >= 0:
-                record.stages.append(_stage_cost(schedule, stage_index, counter, stage_start, validation_s))
-            stage_index, stage_start = (
-                index,
-                (counter.forward, counter.backward, time.perf_counter() - validation_s),
-            )
+        if index != loop.stage_index:
+            fwd, bwd = ddp.sum_counts(counter.forward, counter.backward, device)
+            if loop.stage_index >= 0:
+                record.stages.append(_stage_cost(schedule, loop, fwd, bwd))
+            loop.stage_index, loop.stage_start = index, (fwd, bwd, loop.train_time)
             log.info(
-                "%s stage %d/%d: eps=%.4g n_steps=%d beta=%.3g epochs=%d",
+                "%s stage %d/%d: eps=%.4g n_steps=%d step=%.4g beta=%.3g epochs=%d",
                 objective.name,
                 index + 1,
                 len(schedule.stages),
                 stage.eps,
                 stage.n_steps,
+                stage.step_fraction * stage.eps,
                 stage.beta,
                 stage.epochs,
             )
         model.train()
         order = torch.randperm(len(train), generator=shuffle_rng).to(device)
         totals: dict[str, float] = {}
+        n_seen = 0
+        t0 = time.perf_counter()
         for b in range(n_batches):
             idx = order[b * s.batch_size : (b + 1) * s.batch_size]
-            x = train.x[idx] if augment is None else augment(train.x[idx], augment_rng)
-            out = objective(counted, x, train.y[idx], stage, threat, attack_rng)
-            if not torch.isfinite(out.loss):
-                raise FloatingPointError(
-                    f"non-finite training loss at epoch {epoch}, batch {b}: {float(out.loss.detach())}"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            optimizer.step()
-            scheduler.step()
-            for k, v in out.metrics.items():
-                totals[k] = totals.get(k, 0.0) + v * len(idx)
+            n_global = len(idx)
+            if world > 1:
+                idx = idx[rank::world]
+            x, y = train.x[idx], train.y[idx]
+            if s.channels_last and cuda and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            if augment is not None and len(idx):
+                x = augment(x, augment_rng)
+            for _ in range(replays):
+                optimizer.zero_grad(set_to_none=True)
+                if len(idx):
+                    with autocast():
+                        out = objective(counted, x, y, stage, threat, attack_rng)
+                    if not torch.isfinite(out.loss):
+                        raise FloatingPointError(
+                            f"non-finite training loss at epoch {epoch}, batch {b}: {float(out.loss.detach())}"
+                        )
+                    (scaler.scale(out.loss) if scaler is not None else out.loss).backward()
+                    if out.after_backward is not None:
+                        out.after_backward()
+                if world > 1:
+                    ddp.average_gradients(model, len(idx) / n_global)
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                scheduler.step()
+                if ema is not None:
+                    _ema_update(ema, model, s.ema_decay)  # type: ignore[arg-type]
+            if len(idx):
+                for k, v in out.metrics.items():
+                    totals[k] = totals.get(k, 0.0) + v * len(idx)
+                n_seen += len(idx)
             if on_batch is not None:
                 on_batch(epoch, b + 1, n_batches)
+        loop.train_time += time.perf_counter() - t0
         entry: dict[str, Any] = {"epoch": epoch, "stage": index, "eps": stage.eps, "n_steps": stage.n_steps}
-        entry.update({k: round(v / len(train), 5) for k, v in totals.items()})
-        entry["wall_time_s"] = round(time.perf_counter() - started - validation_s, 3)
+        entry.update({k: round(v / max(n_seen, 1), 5) for k, v in totals.items()})
+        entry["wall_time_s"] = round(loop.train_time, 3)
+        improved = False
         if val_sub is not None:
-            t0 = time.perf_counter()
-            entry.update(_validate(model, val_sub, threat.with_eps(schedule.final_eps), s, seed))
-            validation_s += time.perf_counter() - t0
+            t1 = time.perf_counter()
+            evaluated = ema if ema is not None else model
+            entry.update(_validate(evaluated, val_sub, val_threat, s, seed))
+            loop.validation_time += time.perf_counter() - t1
+            if record.best is None or entry["val_robust_acc"] > record.best["val_robust_acc"]:
+                record.best = {"epoch": epoch, "val_robust_acc": entry["val_robust_acc"]}
+                best_state = _state_tensors(evaluated)
+                improved = True
         record.history.append(entry)
         log.info("epoch %d: %s", epoch, entry)
-    record.stages.append(_stage_cost(schedule, stage_index, counter, stage_start, validation_s))
+        if s.collapse_action != "off" and detect_collapse(record.history, s.collapse_drop):
+            event = {
+                "kind": "catastrophic-overfitting",
+                "epoch": epoch,
+                "val_robust_acc": entry["val_robust_acc"],
+                "val_fgsm_acc": entry["val_fgsm_acc"],
+                "best": record.best,
+                "action": s.collapse_action,
+            }
+            record.events.append(event)
+            log.warning("catastrophic overfitting detected at epoch %d: %s", epoch, event)
+            if s.collapse_action in ("stop", "rollback"):
+                loop.stopped = True
+            if s.collapse_action == "rollback" and best_state is not None:
+                model.load_state_dict(best_state)
+                if ema is not None:
+                    ema.load_state_dict(best_state)
+        loop.epoch = epoch + 1
+        if directory is not None:
+            fwd, bwd = ddp.sum_counts(counter.forward, counter.backward, device)
+            _save(
+                directory,
+                run_id,
+                loop,
+                record,
+                fwd,
+                bwd,
+                model=model,
+                ema=ema,
+                best_state=best_state,
+                improved=improved,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                scaler=scaler,
+                objective=objective,
+                generators={"shuffle": shuffle_rng, "attack": attack_rng, "augment": augment_rng},
+                device=device,
+            )
+    fwd, bwd = ddp.sum_counts(counter.forward, counter.backward, device)
+    if loop.stage_index >= 0 and len(record.stages) <= loop.stage_index:
+        record.stages.append(_stage_cost(schedule, loop, fwd, bwd))
+    if s.restore_best and best_state is not None:
+        model.load_state_dict(best_state)
+    elif ema is not None:
+        model.load_state_dict(ema.state_dict())
     model.eval()
-    record.forward_passes = counter.forward
-    record.gradient_evaluations = counter.backward
-    record.wall_time_s = time.perf_counter() - started - validation_s
-    record.validation_time_s = validation_s
+    record.forward_passes = fwd
+    record.gradient_evaluations = bwd
+    record.wall_time_s = loop.train_time
+    record.validation_time_s = loop.validation_time
     return record
 
 
-def _stage_cost(
-    schedule: Schedule, index: int, counter: PassCounter, start: tuple[int, int, float], validation_s: float
-) -> dict[str, Any]:
-    """Cost of one stage; its clock runs on training time only (``t0`` is shifted by validation time)."""
-    fwd0, bwd0, t0 = start
+def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+            e.mul_(decay).add_(p.detach(), alpha=1 - decay)
+        for eb, b in zip(ema.buffers(), model.buffers(), strict=True):
+            eb.copy_(b)
+
+
+def _stage_cost(schedule: Schedule, loop: _Loop, forward: int, backward: int) -> dict[str, Any]:
+    """Cost of the current stage from its start to now (training time only, validation excluded)."""
+    fwd0, bwd0, t0 = loop.stage_start
     return {
-        "stage": index,
-        **schedule.stages[index].to_dict(),
-        "forward_passes": counter.forward - fwd0,
-        "gradient_evaluations": counter.backward - bwd0,
-        "wall_time_s": round(time.perf_counter() - validation_s - t0, 3),
+        "stage": loop.stage_index,
+        **schedule.stages[loop.stage_index].to_dict(),
+        "forward_passes": forward - fwd0,
+        "gradient_evaluations": backward - bwd0,
+        "wall_time_s": round(loop.train_time - t0, 3),
     }
 
 
 def _validate(model: nn.Module, val: Split, threat: ThreatModel, s: TrainSettings, seed: int) -> dict[str, float]:
+    """Clean, FGSM and PGD accuracy; the attacks' generator is re-seeded so every epoch is comparable."""
     rng = torch.Generator(device=val.x.device).manual_seed(seed + 2)
-    attack = PGD(n_steps=s.val_attack_steps)
     clean = accuracy(model, val)
-    robust = robust_accuracy(model, val, attack, threat, rng=rng).accuracy if threat.eps > 0 else clean
-    return {"val_clean_acc": round(clean, 4), "val_robust_acc": round(robust, 4)}
+    if threat.eps == 0:
+        return {"val_clean_acc": round(clean, 4), "val_fgsm_acc": round(clean, 4), "val_robust_acc": round(clean, 4)}
+    fgsm = robust_accuracy(model, val, FGSM(), threat).accuracy
+    robust = robust_accuracy(model, val, PGD(n_steps=s.val_attack_steps), threat, rng=rng).accuracy
+    return {"val_clean_acc": round(clean, 4), "val_fgsm_acc": round(fgsm, 4), "val_robust_acc": round(robust, 4)}
+
+
+def _save(
+    directory: Path,
+    run_id: dict[str, Any],
+    loop: _Loop,
+    record: TrainingRecord,
+    forward: int,
+    backward: int,
+    *,
+    model: nn.Module,
+    ema: nn.Module | None,
+    best_state: dict[str, Tensor] | None,
+    improved: bool,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler | None,
+    objective: Objective,
+    generators: dict[str, torch.Generator],
+    device: torch.device,
+) -> None:
+    """Everything the next epoch depends on, in one atomic file (rank 0 writes; all ranks contribute RNG)."""
+    rank, _ = ddp.rank_and_world()
+    tensors: dict[str, Tensor] = {}
+    for name, gen in generators.items():
+        for r, st in enumerate(ddp.gather_states(gen.get_state(), device)):
+            tensors[f"rng.{name}.{r}"] = st
+    for r, st in enumerate(ddp.gather_states(torch.get_rng_state(), device)):
+        tensors[f"rng.torch.{r}"] = st
+    if device.type == "cuda":
+        for r, st in enumerate(ddp.gather_states(torch.cuda.get_rng_state(device), device)):
+            tensors[f"rng.cuda.{r}"] = st
+    if rank != 0:
+        return
+    tensors.update(ckpt.prefixed("model", _state_tensors(model)))
+    if ema is not None:
+        tensors.update(ckpt.prefixed("ema", _state_tensors(ema)))
+    if best_state is not None:
+        tensors.update(ckpt.prefixed("best", best_state))
+    opt_tensors, opt_meta = ckpt.optimizer_state(optimizer)
+    tensors.update(ckpt.prefixed("optim", opt_tensors))
+    state_tensors = getattr(objective, "state_tensors", None)
+    if state_tensors is not None:
+        tensors.update(ckpt.prefixed("objective", state_tensors()))
+    snapshot = TrainingRecord.from_dict(record.to_dict())
+    snapshot.forward_passes, snapshot.gradient_evaluations = forward, backward
+    snapshot.wall_time_s, snapshot.validation_time_s = loop.train_time, loop.validation_time
+    meta = {
+        "run": run_id,
+        "loop": asdict(loop),
+        "record": snapshot.to_dict(),
+        "optimizer": opt_meta,
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+    }
+    if improved and best_state is not None:
+        ckpt.save_state(directory / ckpt.BEST, best_state, {"run": run_id, "best": record.best})
+    ckpt.save_state(directory / ckpt.LAST, tensors, meta)
+
+
+def _restore(
+    path: Path,
+    run_id: dict[str, Any],
+    *,
+    model: nn.Module,
+    ema: nn.Module | None,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler | None,
+    objective: Objective,
+    record: TrainingRecord,
+    generators: dict[str, torch.Generator],
+    counter: PassCounter,
+    device: torch.device,
+) -> tuple[_Loop, dict[str, Tensor] | None]:
+    tensors, meta = ckpt.load_state(path)
+    saved = json_roundtrip(run_id)
+    if meta["run"] != saved:
+        differing = sorted(k for k in saved if meta["run"].get(k) != saved[k])
+        raise CheckpointError(
+            f"{path} belongs to a different run (differs in: {', '.join(differing)}); "
+            "resume with the same method, schedule, settings, seed, data and process count"
+        )
+    rank, _ = ddp.rank_and_world()
+    model.load_state_dict(ckpt.unprefixed("model", tensors))
+    if ema is not None:
+        ema.load_state_dict(ckpt.unprefixed("ema", tensors))
+    best = ckpt.unprefixed("best", tensors)
+    best_state = {k: v.to(device) for k, v in best.items()} if best else None
+    ckpt.load_optimizer_state(optimizer, ckpt.unprefixed("optim", tensors), meta["optimizer"], device)
+    scheduler.load_state_dict(meta["scheduler"])
+    if scaler is not None and meta.get("scaler"):
+        scaler.load_state_dict(meta["scaler"])
+    load_objective = getattr(objective, "load_state_tensors", None)
+    if load_objective is not None:
+        load_objective(ckpt.unprefixed("objective", tensors), device)
+    for name, gen in generators.items():
+        gen.set_state(tensors[f"rng.{name}.{rank}"])
+    torch.set_rng_state(tensors[f"rng.torch.{rank}"])
+    if device.type == "cuda" and f"rng.cuda.{rank}" in tensors:
+        torch.cuda.set_rng_state(tensors[f"rng.cuda.{rank}"], device)
+    restored = TrainingRecord.from_dict(meta["record"])
+    record.stages, record.history, record.events, record.best = (
+        restored.stages,
+        restored.history,
+        restored.events,
+        restored.best,
+    )
+    # Counts are all-reduced sums, so the saved global totals live on rank 0 only.
+    counter.forward = restored.forward_passes if rank == 0 else 0
+    counter.backward = restored.gradient_evaluations if rank == 0 else 0
+    loop_meta = meta["loop"]
+    loop = _Loop(
+        epoch=loop_meta["epoch"],
+        stage_index=loop_meta["stage_index"],
+        stage_start=(int(loop_meta["stage_start"][0]), int(loop_meta["stage_start"][1]), loop_meta["stage_start"][2]),
+        train_time=loop_meta["train_time"],
+        validation_time=loop_meta["validation_time"],
+        stopped=loop_meta["stopped"],
+    )
+    return loop, best_state
+
+
+def json_roundtrip(obj: Any) -> Any:
+    """What ``obj`` looks like after a trip through JSON (tuples become lists), for comparisons."""
+    import json
+
+    return json.loads(json.dumps(obj))
