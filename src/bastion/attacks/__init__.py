@@ -1,23 +1,47 @@
 """Attacks: one file each, math only; the base class owns the contract."""
 
-from bastion.attacks.base import Attack, AttackResult, evaluating
+from functools import partial
+
+from bastion.attacks.apgd import APGD, APGDT
+from bastion.attacks.base import Attack, AttackResult, Perturbation, evaluating
+from bastion.attacks.cw import CW
+from bastion.attacks.deepfool import DeepFool
 from bastion.attacks.fgsm import FGSM
-from bastion.attacks.losses import cross_entropy, dlr, kl_to_reference, margin
+from bastion.attacks.losses import cross_entropy, dlr, dlr_targeted, kl_to_reference, margin
+from bastion.attacks.mifgsm import MIFGSM
 from bastion.attacks.pgd import PGD
+from bastion.attacks.square import Square
 from bastion.registry import Registry
 
 ATTACKS: Registry[Attack] = Registry("attack")
 ATTACKS.register("fgsm")(FGSM)
 ATTACKS.register("pgd")(PGD)
+ATTACKS.register("mifgsm")(MIFGSM)
+ATTACKS.register("apgd")(APGD)
+ATTACKS.register("apgd-ce")(partial(APGD, loss=cross_entropy))
+ATTACKS.register("apgd-dlr")(partial(APGD, loss=dlr))
+ATTACKS.register("apgd-margin")(partial(APGD, loss=margin))
+ATTACKS.register("apgd-t")(APGDT)
+ATTACKS.register("square")(Square)
+ATTACKS.register("cw")(CW)
+ATTACKS.register("deepfool")(DeepFool)
 
 __all__ = [
+    "APGD",
+    "APGDT",
     "ATTACKS",
+    "CW",
     "FGSM",
+    "MIFGSM",
     "PGD",
     "Attack",
     "AttackResult",
+    "DeepFool",
+    "Perturbation",
+    "Square",
     "cross_entropy",
     "dlr",
+    "dlr_targeted",
     "evaluating",
     "kl_to_reference",
     "margin",
