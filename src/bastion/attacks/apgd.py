@@ -35,7 +35,7 @@ def checkpoints(n_steps: int) -> list[int]:
     p = [0.0, 0.22]
     while p[-1] < 1:
         p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
-    return sorted({math.ceil(pj * n_steps) for pj in p if pj <= 1})
+    return sorted({math.ceil(round(pj * n_steps, 6)) for pj in p if pj <= 1})
 
 
 def run_apgd(
@@ -181,19 +181,22 @@ class APGDT(Attack):
             raise ConfigError(f"n_targets must be >= 1, got {self.n_targets}")
         _check_common(self)
 
-    def _perturb(
-        self, model: Classifier, x: Tensor, goal: Goal, threat: ThreatModel, rng: torch.Generator | None
-    ) -> Perturbation:
+    def check(self, goal: Goal, threat: ThreatModel, n_classes: int) -> None:
         if isinstance(goal, Diverge):
             raise ConfigError("APGD-T attacks labels; use APGD with kl_to_reference for a Diverge goal")
-        with torch.no_grad():
-            clean_logits = model(x)
-        n_classes = clean_logits.shape[1]
         if n_classes < 4:
             raise ConfigError(
                 f"APGD-T needs >= 4 classes for the targeted DLR loss, got {n_classes}; "
                 "use the 'binary' suite (APGD-CE, APGD-margin, Square) for such tasks"
             )
+
+    def _perturb(
+        self, model: Classifier, x: Tensor, goal: Goal, threat: ThreatModel, rng: torch.Generator | None
+    ) -> Perturbation:
+        with torch.no_grad():
+            clean_logits = model(x)
+        n_classes = clean_logits.shape[1]
+        self.check(goal, threat, n_classes)
         if isinstance(goal, Reach):
             y = clean_logits.argmax(dim=1)
             targets = [goal.reference]

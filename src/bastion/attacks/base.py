@@ -147,6 +147,7 @@ class Attack(ABC):
             with torch.no_grad():
                 clean_logits = counted(x)
             check_labels(clean_logits, goal)
+            self.check(goal, threat, clean_logits.shape[1])
             todo = (
                 ~goal.satisfied(clean_logits)
                 if self._skips_satisfied()
@@ -200,6 +201,9 @@ class Attack(ABC):
             out = self._perturb(model, x, goal, threat, rng)
             x_adv = (out.x_adv if isinstance(out, Perturbation) else out).detach()
             return threat.domain.repair(threat.project(x_adv, x), x)
+
+    def check(self, goal: Goal, threat: ThreatModel, n_classes: int) -> None:  # noqa: B027 - optional hook
+        """Raise a clear error if this attack cannot serve this goal, threat model or number of classes."""
 
     def _skips_satisfied(self) -> bool:
         return bool(getattr(self, "early_stop", True))

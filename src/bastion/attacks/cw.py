@@ -59,15 +59,18 @@ class CW(Attack):
         if not self.c_init > 0 or not self.lr > 0 or self.kappa < 0:
             raise ConfigError(f"need c_init > 0, lr > 0, kappa >= 0; got {self.c_init}, {self.lr}, {self.kappa}")
 
-    def _perturb(
-        self, model: Classifier, x: Tensor, goal: Goal, threat: ThreatModel, rng: torch.Generator | None
-    ) -> Perturbation:
+    def check(self, goal: Goal, threat: ThreatModel, n_classes: int) -> None:
         if threat.norm is not Norm.L2:
             raise ConfigError(
                 f"CW-L2 minimises the L2 norm; the threat model is {threat.norm.value} (use DeepFool or APGD)"
             )
         if isinstance(goal, Diverge):
             raise ConfigError("CW attacks labels (Misclassify or Reach goals), not a Diverge goal")
+
+    def _perturb(
+        self, model: Classifier, x: Tensor, goal: Goal, threat: ThreatModel, rng: torch.Generator | None
+    ) -> Perturbation:
+        self.check(goal, threat, 0)
         n, view = x.shape[0], (-1, *[1] * (x.dim() - 1))
         lower = getattr(threat.domain, "lower", None)
         upper = getattr(threat.domain, "upper", None)

@@ -46,11 +46,14 @@ class DeepFool(Attack):
         if self.overshoot < 0:
             raise ConfigError(f"overshoot must be >= 0, got {self.overshoot}")
 
+    def check(self, goal: Goal, threat: ThreatModel, n_classes: int) -> None:
+        if not isinstance(goal, Misclassify):
+            raise ConfigError(f"DeepFool is untargeted: it needs a Misclassify goal, got {type(goal).__name__}")
+
     def _perturb(
         self, model: Classifier, x: Tensor, goal: Goal, threat: ThreatModel, rng: torch.Generator | None
     ) -> Perturbation:
-        if not isinstance(goal, Misclassify):
-            raise ConfigError(f"DeepFool is untargeted: it needs a Misclassify goal, got {type(goal).__name__}")
+        self.check(goal, threat, 0)
         n, y = x.shape[0], goal.reference
         with torch.no_grad():
             clean_logits = model(x)
