@@ -12,7 +12,6 @@ table. Single intra-op thread, so ratios are not skewed by thread scheduling.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -33,7 +32,7 @@ from bastion.io import atomic_write_json
 from bastion.threat import ThreatModel
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _mnist_model import EPS, load_or_train  # noqa: E402
+from _mnist_model import EPS, load_or_train
 
 STEP = 0.01
 
