@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from bastion import checkpoint
+from bastion.attacks.worst_case import AttackSequence
 from bastion.config import DemoConfig, EvalConfig, TrainConfig
 from bastion.data.sources import load_dataset
 from bastion.data.spec import Dataset
@@ -208,6 +209,7 @@ def run_evaluate(path: Path, cfg: EvalConfig, out: Path, hooks: Hooks | None = N
             "eps": [eps_key(e) for e in cfg.eps],
             "suite": cfg.suite,
             "attacks": {k: repr(v) for k, v in suite.items()},
+            "sequential": isinstance(suite, AttackSequence),
         },
         source=str(path),
     )

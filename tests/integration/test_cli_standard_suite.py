@@ -50,3 +50,4 @@ def test_evaluate_with_the_standard_suite_writes_records(tmp_path: Path, monkeyp
     assert sum(b is None for b in broken) / 12 == pytest.approx(robust["ensemble"]["0.1"], abs=1e-6)
     assert set(broken) <= {None, "clean", "apgd-ce", "apgd-t", "deepfool", "square"}
     assert "records" not in entry
+    assert "records.json" in (out / "summary.md").read_text()
