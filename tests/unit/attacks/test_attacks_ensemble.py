@@ -105,3 +105,19 @@ def test_binary_suite_runs_on_a_two_class_model() -> None:
     )
     r = worst_case(model, x, y, suite, ThreatModel(norm="l2", eps=0.3), rng=torch.Generator().manual_seed(0))
     assert r.robust.shape == (16,)
+
+
+def test_sequential_evaluation_keeps_adversarial_inputs_per_attack(standard_model, digits) -> None:
+    test = digits.test.take(40)
+    seq = AttackSequence({"fgsm": FGSM(), "pgd": PGD(n_steps=5)})
+    threat = ThreatModel(norm="linf", eps=0.1, domain=digits.spec.domain)
+    ev, adv = evaluate(standard_model, test, seq, threat, [0.1], keep_adversarial=True)
+    assert set(adv) == {("fgsm", 0.1), ("pgd", 0.1)}
+    broken = ev.records["eps"]["0.1"]["broken_by"]  # type: ignore[index]
+    with torch.no_grad():
+        wrong_after_fgsm = standard_model(adv[("fgsm", 0.1)]).argmax(1) != test.y
+        wrong_after_pgd = standard_model(adv[("pgd", 0.1)]).argmax(1) != test.y
+    for i, b in enumerate(broken):
+        assert bool(wrong_after_fgsm[i]) == (b in ("clean", "fgsm"))
+        assert bool(wrong_after_pgd[i]) == (b is not None)
+        assert threat.contains(adv[("pgd", 0.1)][i : i + 1], test.x[i : i + 1]).all()
