@@ -87,6 +87,8 @@ def run_apgd(
         if grad is not None:
             best_grad[live] = keep_best(best_grad[live], grad, better)
         done[live] |= hit
+        if k == 0:
+            best_at_mark[live] = best_f[live]  # f_max at w_0, for the first checkpoint's "no change" test
         if grad is None:
             break
         if hit.any():
