@@ -189,7 +189,10 @@ def train(
 def evaluate(
     path: Annotated[Path, typer.Argument(help="A run folder (every model in it) or one model folder.")],
     data: Annotated[str | None, typer.Option("--data", help=DATA_HELP + "; default: the model's own data.")] = None,
-    suite: Annotated[str | None, typer.Option("--suite", help="Attack suite: quick, default.")] = None,
+    suite: Annotated[
+        str | None,
+        typer.Option("--suite", help="Attack suite: quick, default, standard, binary."),
+    ] = None,
     eps: Annotated[list[float] | None, typer.Option("--eps", help="Budget; repeat for several.")] = None,
     n_examples: Annotated[int | None, typer.Option("--n-examples", help="Limit test examples.")] = None,
     on_bad_rows: Annotated[

@@ -21,12 +21,14 @@ import torch
 from torch import nn
 
 from bastion import checkpoint
+from bastion.attacks.worst_case import AttackSequence
 from bastion.config import DemoConfig, EvalConfig, TrainConfig
 from bastion.data.augment import build_augment
 from bastion.data.sources import load_dataset
 from bastion.data.spec import Dataset
 from bastion.defenses.store import build_defense, load_defense, save_defense
 from bastion.errors import CheckpointError, ConfigError
+from bastion.evaluation import distributed
 from bastion.evaluation.accuracy import accuracy
 from bastion.evaluation.defense import evaluate_defense
 from bastion.evaluation.evaluate import CellHook, eps_key, evaluate
@@ -295,9 +297,12 @@ def run_evaluate(path: Path, cfg: EvalConfig, out: Path, hooks: Hooks | None = N
             "eps": [eps_key(e) for e in cfg.eps],
             "suite": cfg.suite,
             "attacks": {k: repr(v) for k, v in suite.items()},
+            "sequential": isinstance(suite, AttackSequence),
         },
         source=str(path),
     )
+    distributed.init_from_env()
+    records: dict[str, Any] = {}
     for name, model_dir in models.items():
         _check_data_matches(model_dir, data)
         model = checkpoint.load_model(model_dir, device=device)
@@ -312,6 +317,8 @@ def run_evaluate(path: Path, cfg: EvalConfig, out: Path, hooks: Hooks | None = N
             batch_size=cfg.batch_size,
             on_cell=hooks.on_cell,
         )
+        if ev.records is not None:
+            records[name] = ev.records
         entry = {"path": str(model_dir), **ev.to_dict()}
         training = checkpoint.read_description(model_dir).get("training")
         if training:
@@ -332,9 +339,13 @@ def run_evaluate(path: Path, cfg: EvalConfig, out: Path, hooks: Hooks | None = N
                 on_cell=hooks.on_cell,
             )
             results["models"][f"{name}+defense"] = {"path": str(defense_dir), **dev.to_dict()}
+    if not distributed.is_main():
+        return results
     out.mkdir(parents=True, exist_ok=True)
     write_results(out / "results.json", results)
     atomic_write_text(out / "summary.md", to_markdown(results))
+    if records:
+        atomic_write_json(out / "records.json", records)
     return results
 
 

@@ -57,6 +57,15 @@ def to_markdown(results: dict[str, Any]) -> str:
         f"Test examples: {next(iter(results['models'].values()), {}).get('n_examples', 0)}. "
         "Robust accuracy = share of test examples still classified correctly after the attack; "
         "`ensemble` = per-example worst case over the suite's attacks. Brackets are 95% Wilson intervals.",
+        *(
+            [
+                "The suite runs as a sequence: each attack only sees the examples every earlier attack failed "
+                "on, so an attack's column is the accuracy after it and all earlier ones; "
+                "records.json says which attack broke each example."
+            ]
+            if threat.get("sequential")
+            else []
+        ),
         "",
         "## Accuracy",
         "",

@@ -16,7 +16,19 @@ from bastion.evaluation.accuracy import accuracy, robust_accuracy
 from bastion.goals import Misclassify, Reach
 from bastion.threat import ThreatModel
 
-CHEAP = {"pgd": {"n_steps": 3}}
+CHEAP: dict[str, dict[str, object]] = {
+    "pgd": {"n_steps": 3},
+    "mifgsm": {"n_steps": 3},
+    "apgd": {"n_steps": 4},
+    "apgd-ce": {"n_steps": 4},
+    "apgd-dlr": {"n_steps": 4},
+    "apgd-margin": {"n_steps": 4},
+    "apgd-t": {"n_steps": 3, "n_targets": 2},
+    "square": {"n_queries": 12},
+    "cw": {"n_steps": 4, "n_search": 2},
+    "deepfool": {"n_steps": 4, "n_candidates": 3},
+}
+N_CLASSES = 4  # APGD-T's targeted DLR needs >= 4
 
 
 def tiny_model(d: int, c: int, seed: int) -> nn.Module:
@@ -39,10 +51,12 @@ def test_attacks_respect_budget_and_domain(name: str, norm: str, eps: float, n: 
     upper = torch.rand(d, generator=g) + 0.1
     domain = BoxDomain(lower, upper)
     x = lower + (upper - lower) * torch.rand(n, d, generator=g)
-    y = torch.randint(0, 3, (n,), generator=g)
+    y = torch.randint(0, N_CLASSES, (n,), generator=g)
+    if name == "cw":
+        norm = "l2"  # CW-L2 refuses other norms (tested in tests/unit/attacks)
     threat = ThreatModel(norm=norm, eps=eps, domain=domain)
     attack = ATTACKS.create(name, **CHEAP.get(name, {}))
-    result = attack(tiny_model(d, 3, seed), x, Misclassify(y), threat, rng=g)
+    result = attack(tiny_model(d, N_CLASSES, seed), x, Misclassify(y), threat, rng=g)
     assert (threat.distance(result.x_adv, x) <= eps + 1e-5).all()
     assert domain.is_feasible(result.x_adv).all()
     assert result.x_adv.shape == x.shape
@@ -50,9 +64,10 @@ def test_attacks_respect_budget_and_domain(name: str, norm: str, eps: float, n: 
 
 @pytest.mark.parametrize("name", ATTACKS.names())
 def test_attack_restores_training_mode(name: str) -> None:
-    model = tiny_model(4, 3, 0).train()
+    model = tiny_model(4, N_CLASSES, 0).train()
     x = torch.rand(5, 4)
-    ATTACKS.create(name)(model, x, Misclassify(torch.zeros(5, dtype=torch.long)), ThreatModel(norm="linf", eps=0.1))
+    threat = ThreatModel(norm="l2" if name == "cw" else "linf", eps=0.1)
+    ATTACKS.create(name, **CHEAP.get(name, {}))(model, x, Misclassify(torch.zeros(5, dtype=torch.long)), threat)
     assert model.training
 
 

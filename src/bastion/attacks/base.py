@@ -23,13 +23,21 @@ from bastion.threat import ThreatModel
 
 @dataclass(frozen=True)
 class AttackResult:
-    """x_adv (N, *S) inside the threat model; success (N,) bool; pass counts are per example, in total."""
+    """x_adv (N, *S) inside the threat model; success (N,) bool; pass counts are per example, in total.
+
+    ``n_queries`` (N,) counts the forward passes spent on each example (the clean and the final check
+    included) when the attack tracks them (None otherwise). ``min_norm`` (N,) is, for minimum-norm
+    attacks (CW, DeepFool), the norm of the smallest misclassifying perturbation found before the
+    budget projection (inf where none was found); ``success`` still only counts within eps.
+    """
 
     x_adv: Tensor
     success: Tensor
     n_forward: int
     n_backward: int
     wall_time_s: float
+    n_queries: Tensor | None = None
+    min_norm: Tensor | None = None
 
     @property
     def robust(self) -> Tensor:
@@ -50,6 +58,19 @@ def evaluating(model: Classifier) -> Iterator[None]:
     finally:
         for m, mode in modes.items():
             m.training = mode
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """What ``_perturb`` may return instead of a bare tensor, for attacks that track more per example.
+
+    x_adv: (n, *S) candidates. n_queries: (n,) forward passes spent per example. min_norm: (n,) norm of
+    the smallest successful perturbation found (inf: none), before any budget projection.
+    """
+
+    x_adv: Tensor
+    n_queries: Tensor | None = None
+    min_norm: Tensor | None = None
 
 
 def keep_best(best: Tensor, candidate: Tensor, better: Tensor) -> Tensor:
@@ -126,16 +147,27 @@ class Attack(ABC):
             with torch.no_grad():
                 clean_logits = counted(x)
             check_labels(clean_logits, goal)
+            self.check(goal, threat, clean_logits.shape[1])
             todo = (
                 ~goal.satisfied(clean_logits)
                 if self._skips_satisfied()
                 else torch.ones_like(clean_logits[:, 0], dtype=torch.bool)
             )
             x_adv = x.clone()
+            n_queries: Tensor | None = None
+            min_norm: Tensor | None = None
             if todo.any() and threat.eps > 0:
                 idx = todo.nonzero().squeeze(1)
-                sub = self._perturb(counted, x[idx], goal.subset(idx), threat, rng).detach()
-                x_adv[idx] = threat.domain.repair(threat.project(sub, x[idx]), x[idx])
+                out = self._perturb(counted, x[idx], goal.subset(idx), threat, rng)
+                sub = out.x_adv if isinstance(out, Perturbation) else out
+                x_adv[idx] = threat.domain.repair(threat.project(sub.detach(), x[idx]), x[idx])
+                if isinstance(out, Perturbation) and out.n_queries is not None:
+                    n_queries = torch.full((x.shape[0],), 2, dtype=torch.long, device=x.device)
+                    n_queries[idx] += out.n_queries.to(device=x.device, dtype=torch.long)
+                if isinstance(out, Perturbation) and out.min_norm is not None:
+                    min_norm = torch.full((x.shape[0],), float("inf"), device=x.device)
+                    min_norm[~todo] = 0.0
+                    min_norm[idx] = out.min_norm.to(device=x.device, dtype=min_norm.dtype)
             with torch.no_grad():
                 success = goal.satisfied(counted(x_adv))
         return AttackResult(
@@ -144,6 +176,8 @@ class Attack(ABC):
             n_forward=counter.forward,
             n_backward=counter.backward,
             wall_time_s=time.perf_counter() - start,
+            n_queries=n_queries,
+            min_norm=min_norm,
         )
 
     def perturb(
@@ -164,8 +198,12 @@ class Attack(ABC):
             x = x.detach()
             if threat.eps == 0:
                 return x.clone()
-            x_adv = self._perturb(model, x, goal, threat, rng).detach()
+            out = self._perturb(model, x, goal, threat, rng)
+            x_adv = (out.x_adv if isinstance(out, Perturbation) else out).detach()
             return threat.domain.repair(threat.project(x_adv, x), x)
+
+    def check(self, goal: Goal, threat: ThreatModel, n_classes: int) -> None:  # noqa: B027 - optional hook
+        """Raise a clear error if this attack cannot serve this goal, threat model or number of classes."""
 
     def _skips_satisfied(self) -> bool:
         return bool(getattr(self, "early_stop", True))
@@ -173,8 +211,8 @@ class Attack(ABC):
     @abstractmethod
     def _perturb(
         self, model: Classifier, x: Tensor, goal: Goal, threat: ThreatModel, rng: torch.Generator | None
-    ) -> Tensor:
-        """Return candidate adversarial examples for x; the base projects and repairs them."""
+    ) -> Tensor | Perturbation:
+        """Return candidate adversarial examples for x (or a Perturbation); the base projects and repairs them."""
 
 
 def loss_gradient(model: Classifier, x_adv: Tensor, goal: Goal, loss_fn: object) -> tuple[Tensor, Tensor, Tensor]:

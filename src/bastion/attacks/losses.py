@@ -42,3 +42,22 @@ def dlr(logits: Tensor, y: Tensor) -> Tensor:
     best_other = torch.where(top_is_true, sorted_logits[:, 1], sorted_logits[:, 0])
     scale = (sorted_logits[:, 0] - sorted_logits[:, 2]).clamp_min(1e-12)
     return (best_other - true) / scale
+
+
+def dlr_targeted(logits: Tensor, y: Tensor, target: Tensor) -> Tensor:
+    """Targeted DLR loss per sample (Croce & Hein 2020, eq. 7): ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)``.
+
+    Args:
+        logits: (N, C) pre-softmax scores.  y: (N,) true labels.  target: (N,) target labels.
+    Returns:
+        (N,) loss to maximise; positive once the target logit exceeds the true one.
+    Raises:
+        ValueError: if C < 4 (the normaliser needs the 4th largest logit).
+    """
+    if logits.shape[1] < 4:
+        raise ValueError(f"the targeted DLR loss needs >= 4 classes, got {logits.shape[1]}")
+    sorted_logits, _ = logits.sort(dim=1, descending=True)
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    tgt = logits.gather(1, target[:, None]).squeeze(1)
+    scale = (sorted_logits[:, 0] - (sorted_logits[:, 2] + sorted_logits[:, 3]) / 2).clamp_min(1e-12)
+    return -(true - tgt) / scale

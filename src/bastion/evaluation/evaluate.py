@@ -43,6 +43,8 @@ class Evaluation:
     robust_accuracy_ci: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     attack_cost: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     defense: dict[str, Any] | None = None
+    #: Per-example records of a sequential (worst-case) suite; written next to results.json, not into it.
+    records: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -79,7 +81,24 @@ def evaluate(
     """Run every attack at every eps on ``test``.
 
     Returns the evaluation and, when ``keep_adversarial``, the adversarial inputs per (attack, eps).
+    An :class:`~bastion.attacks.worst_case.AttackSequence` runs as a worst-case sequence instead.
     """
+    from bastion.attacks.worst_case import AttackSequence
+
+    if isinstance(attacks, AttackSequence):
+        from bastion.evaluation.sequential import evaluate_sequential
+
+        return evaluate_sequential(
+            model,
+            test,
+            attacks,
+            threat,
+            eps_values,
+            seed=seed,
+            batch_size=batch_size,
+            on_cell=on_cell,
+            keep_adversarial=keep_adversarial,
+        )
     device = next(model.parameters()).device
     test = test.to(device)
     clean_correct = predict(model, test.x) == test.y

@@ -1,14 +1,17 @@
 """Named attack suites. Attack names here are the keys of ``robust_accuracy`` in results.json.
 
 Every suite's per-example worst case is reported as the extra attack ``ensemble``: an example counts as
-robust only if it survives every attack in the suite.
+robust only if it survives every attack in the suite. ``standard`` and ``binary`` are
+:class:`~bastion.attacks.worst_case.AttackSequence` s: cheapest first, each attack only on the examples
+still robust, and the per-attack numbers are "robust after this attack and all earlier ones".
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from bastion.attacks import FGSM, PGD, Attack
+from bastion.attacks import APGD, APGDT, FGSM, PGD, Attack, DeepFool, Square, cross_entropy, margin
+from bastion.attacks.worst_case import AttackSequence
 from bastion.registry import Registry
 
 SUITES: Registry[Callable[[], dict[str, Attack]]] = Registry("attack suite")
@@ -32,6 +35,35 @@ def tabular() -> dict[str, Attack]:
     from bastion.attacks.search import CoordinateSearch
 
     return {"pgd-50": PGD(n_steps=50), "search": CoordinateSearch(n_iters=30, n_candidates=16)}
+
+
+@SUITES.register("standard")
+def standard() -> dict[str, Attack]:
+    """AutoAttack-grade worst case: APGD-CE, APGD-T (9 targets), DeepFool (minimum norm), Square (5,000 queries).
+
+    DeepFool takes FAB-T's slot as the boundary-seeking minimum-norm member. Needs >= 4 classes (APGD-T);
+    use ``binary`` for two-class tasks.
+    """
+    return AttackSequence(
+        {
+            "apgd-ce": APGD(loss=cross_entropy, n_steps=100),
+            "apgd-t": APGDT(n_targets=9, n_steps=100),
+            "deepfool": DeepFool(n_steps=50),
+            "square": Square(n_queries=5000),
+        }
+    )
+
+
+@SUITES.register("binary")
+def binary() -> dict[str, Attack]:
+    """For two-class tasks, where DLR is undefined: APGD-CE, APGD with the margin loss, Square."""
+    return AttackSequence(
+        {
+            "apgd-ce": APGD(loss=cross_entropy, n_steps=100),
+            "apgd-margin": APGD(loss=margin, n_steps=100),
+            "square": Square(n_queries=5000),
+        }
+    )
 
 
 def build_suite(name: str) -> dict[str, Attack]:

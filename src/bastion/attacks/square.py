@@ -1,0 +1,208 @@
+"""Square attack (Andriushchenko et al. 2020, arXiv:1912.00049): score-based black-box random search.
+
+Each query changes one random square window (L-inf: to +-eps per channel; L2: moves the perturbation mass
+of a second window into it, shaped as a pseudo-gaussian bump) and keeps the change only if the margin
+loss drops. The window's area is a fraction p of the input, halved on a fixed schedule. It needs logits
+only: it never calls backward, so gradient masking cannot fool it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from bastion._typing import Classifier, Norm
+from bastion.attacks.base import Attack, Perturbation, keep_best
+from bastion.attacks.losses import kl_to_reference
+from bastion.errors import ConfigError
+from bastion.goals import Diverge, Goal, Reach
+from bastion.threat import ThreatModel
+
+#: Iterations (of a 10,000-query run) after which p is halved; rescaled to the actual budget (paper, App. A).
+_HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+
+
+def p_schedule(p_init: float, iteration: int, n_queries: int) -> float:
+    """The window-area fraction at ``iteration``: p_init halved at each rescaled checkpoint passed."""
+    it = int(iteration / max(n_queries, 1) * 10000)
+    return p_init / 2 ** sum(it > h for h in _HALVINGS)
+
+
+def _score(logits: Tensor, goal: Goal) -> Tensor:
+    """(n,) value to minimise; negative margins mean the goal is met (for label goals)."""
+    if isinstance(goal, Diverge):
+        return -kl_to_reference(logits, goal.reference)
+    ref = goal.reference
+    chosen = logits.gather(1, ref[:, None]).squeeze(1)
+    others = logits.scatter(1, ref[:, None], -math.inf).amax(dim=1)
+    return others - chosen if isinstance(goal, Reach) else chosen - others
+
+
+def _window_mask(
+    n: int, shape: tuple[int, int], size: tuple[int, int], rng: torch.Generator | None, device: torch.device
+) -> Tensor:
+    """(n, 1, H, W) bool: one random window of ``size`` per example."""
+    (h, w), (sh, sw) = shape, size
+    r0 = torch.randint(0, h - sh + 1, (n,), generator=rng, device=device)
+    c0 = torch.randint(0, w - sw + 1, (n,), generator=rng, device=device)
+    rows = torch.arange(h, device=device)
+    cols = torch.arange(w, device=device)
+    in_rows = (rows >= r0[:, None]) & (rows < (r0 + sh)[:, None])
+    in_cols = (cols >= c0[:, None]) & (cols < (c0 + sw)[:, None])
+    return (in_rows[:, :, None] & in_cols[:, None, :])[:, None]
+
+
+def _bump(h: int, w: int, device: torch.device) -> Tensor:
+    """(h, w) concentric-rectangle bump: sum over the rings outside each pixel of 1 / (ring + 1)^2."""
+    rows = (torch.arange(h, device=device) - (h - 1) / 2).abs()
+    cols = (torch.arange(w, device=device) - (w - 1) / 2).abs()
+    ring = torch.maximum(rows[:, None], cols[None, :]).floor().long()
+    n_rings = int(ring.max()) + 1
+    weights = 1.0 / (torch.arange(n_rings, device=device, dtype=torch.float32) + 1) ** 2
+    tail = weights.flip(0).cumsum(0).flip(0)  # tail[k] = sum_{j >= k} weights[j]
+    return tail[ring]
+
+
+def _meta_pattern(sh: int, sw: int, device: torch.device) -> Tensor:
+    """(sh, sw) unit-L2 pattern: a bump on each half with opposite signs (the paper's eta)."""
+    if sw >= 2:
+        left = sw // 2
+        pattern = torch.cat([_bump(sh, left, device), -_bump(sh, sw - left, device)], dim=1)
+    else:
+        pattern = _bump(sh, sw, device)
+    return pattern / pattern.norm().clamp_min(1e-12)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Square(Attack):
+    """Square attack, L-inf and L2 (chosen by the threat model).
+
+    Args:
+        n_queries: forward passes per example, the initial one included (AutoAttack uses 5,000).
+        p_init: initial window area as a fraction of the input (0.8 as in AutoAttack's setting).
+        early_stop: skip examples already satisfying the goal; stop querying an example once it does.
+
+    Inputs of shape (N, C, H, W) get square windows; (N, D) or (N, C, L) inputs are treated as one row,
+    so a window is a contiguous run of features.
+    """
+
+    n_queries: int = 5000
+    p_init: float = 0.8
+    early_stop: bool = True
+    name = "square"
+
+    def __post_init__(self) -> None:
+        if self.n_queries < 1:
+            raise ConfigError(f"n_queries must be >= 1, got {self.n_queries}")
+        if not 0 < self.p_init <= 1:
+            raise ConfigError(f"p_init must be in (0, 1], got {self.p_init}")
+
+    @torch.no_grad()
+    def _perturb(
+        self, model: Classifier, x: Tensor, goal: Goal, threat: ThreatModel, rng: torch.Generator | None
+    ) -> Perturbation:
+        shape = x.shape
+        x4 = x.reshape(shape[0], shape[1], shape[2], shape[3]) if x.dim() == 4 else x.reshape(shape[0], 1, 1, -1)
+        n, channels, height, width = x4.shape
+        device = x.device
+        eps = threat.eps
+
+        def query(x_new: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+            logits = model(x_new.reshape(-1, *shape[1:]))
+            sub = goal.subset(rows)
+            return _score(logits, sub), sub.satisfied(logits)
+
+        def project(x_new: Tensor, rows: Tensor) -> Tensor:
+            return threat.project(x_new.reshape(-1, *shape[1:]), x[rows]).reshape(x_new.shape)
+
+        rows_all = torch.arange(n, device=device)
+        if threat.norm is Norm.LINF:
+            signs = torch.randint(0, 2, (n, channels, 1, width), generator=rng, device=device) * 2 - 1
+            delta = eps * signs.to(x.dtype).expand(-1, -1, height, -1)
+        else:
+            delta = self._l2_init(n, channels, height, width, eps, rng, device, x.dtype)
+        best = project(x4 + delta, rows_all)
+        best_score, done = query(best, rows_all)
+        queries = torch.ones(n, dtype=torch.long, device=device)
+        for i in range(self.n_queries - 1):
+            live = (~done).nonzero().squeeze(1) if self.early_stop else rows_all
+            if live.numel() == 0:
+                break
+            size = self._window(p_schedule(self.p_init, i, self.n_queries), height, width)
+            x0, cur = x4[live], best[live]
+            if threat.norm is Norm.LINF:
+                candidate = self._linf_step(x0, cur, size, eps, rng)
+            else:
+                candidate = self._l2_step(x0, cur, size, eps, rng)
+            candidate = project(candidate, live)
+            score, hit = query(candidate, live)
+            queries[live] += 1
+            better = score < best_score[live]
+            best[live] = keep_best(cur, candidate, better)
+            best_score[live] = torch.where(better, score, best_score[live])
+            done[live] |= hit & better
+        return Perturbation(best.reshape(shape), n_queries=queries)
+
+    @staticmethod
+    def _window(p: float, height: int, width: int) -> tuple[int, int]:
+        if height > 1:
+            side = round(math.sqrt(p * height * width))
+            side = max(1, min(side, min(height, width) - 1 if min(height, width) > 1 else 1))
+            return side, side
+        return 1, max(1, min(round(p * width), max(width - 1, 1)))
+
+    @staticmethod
+    def _linf_step(x0: Tensor, cur: Tensor, size: tuple[int, int], eps: float, rng: torch.Generator | None) -> Tensor:
+        n, channels, height, width = x0.shape
+        mask = _window_mask(n, (height, width), size, rng, x0.device)
+        signs = (torch.randint(0, 2, (n, channels, 1, 1), generator=rng, device=x0.device) * 2 - 1).to(x0.dtype)
+        return torch.where(mask, x0 + eps * signs, cur)
+
+    @staticmethod
+    def _l2_init(
+        n: int,
+        channels: int,
+        height: int,
+        width: int,
+        eps: float,
+        rng: torch.Generator | None,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> Tensor:
+        """Tiles of bumps with random signs per tile and channel, scaled to L2 norm eps."""
+        tile = max(height // 5, 1) if height > 1 else 1
+        tile_w = max(width // 5, 1) if height > 1 else max(width // 25, 1)
+        delta = torch.zeros(n, channels, height, width, device=device, dtype=dtype)
+        for r in range(0, height, tile):
+            for c in range(0, width, tile_w):
+                h, w = min(tile, height - r), min(tile_w, width - c)
+                signs = (torch.randint(0, 2, (n, channels, 1, 1), generator=rng, device=device) * 2 - 1).to(dtype)
+                delta[:, :, r : r + h, c : c + w] = signs * _bump(h, w, device).to(dtype)
+        norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
+        return delta * (eps / norms).view(-1, 1, 1, 1)
+
+    @staticmethod
+    def _l2_step(x0: Tensor, cur: Tensor, size: tuple[int, int], eps: float, rng: torch.Generator | None) -> Tensor:
+        """Move window 2's mass (and the unused budget) into window 1, reshaped by a signed meta pattern."""
+        n, channels, height, width = x0.shape
+        delta = cur - x0
+        first = _window_mask(n, (height, width), size, rng, x0.device)
+        second = _window_mask(n, (height, width), size, rng, x0.device)
+        rest = delta.masked_fill(first | second, 0.0)
+        avail = (eps**2 - rest.flatten(1).pow(2).sum(dim=1)).clamp_min(0.0).sqrt()
+        pattern = torch.zeros_like(delta)
+        sh, sw = size
+        meta = _meta_pattern(sh, sw, x0.device).to(x0.dtype)
+        if bool(torch.randint(0, 2, (1,), generator=rng, device=x0.device)) and sh == sw:
+            meta = meta.T
+        signs = (torch.randint(0, 2, (n, channels, 1, 1), generator=rng, device=x0.device) * 2 - 1).to(x0.dtype)
+        pattern[first.expand_as(pattern)] = (signs * meta).reshape(-1)
+        inside = delta.masked_fill(~first, 0.0)
+        inside_norm = inside.flatten(1).norm(dim=1)
+        new = inside + pattern * inside_norm.clamp_min(avail / 2).view(-1, 1, 1, 1)
+        new_norm = new.flatten(1).norm(dim=1).clamp_min(1e-12)
+        new = new * (avail / new_norm).view(-1, 1, 1, 1)
+        return x0 + rest + new

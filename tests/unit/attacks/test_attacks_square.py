@@ -1,0 +1,42 @@
+"""Square is score-based: it must never read a gradient, and it must respect its query budget."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bastion.attacks import Square
+from bastion.attacks.square import p_schedule
+from bastion.goals import Misclassify
+from bastion.threat import ThreatModel
+from conftest import GradientFree, small_mlp
+
+
+def test_gradient_free_model_really_raises_on_backward() -> None:
+    model = GradientFree(small_mlp(6, 5))
+    x = torch.rand(2, 6, requires_grad=True)
+    with pytest.raises(RuntimeError, match="never be read"):
+        model(x).sum().backward()
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_square_never_reads_gradients_and_respects_the_budget(norm, standard_model, digits) -> None:
+    model = GradientFree(standard_model)
+    x, y = digits.test.x[:24], digits.test.y[:24]
+    threat = ThreatModel(norm=norm, eps=0.3 if norm == "linf" else 2.0, domain=digits.spec.domain)
+    result = Square(n_queries=150)(model, x, Misclassify(y), threat, rng=torch.Generator().manual_seed(0))
+    assert result.n_backward == 0
+    assert result.n_queries is not None and int(result.n_queries.max()) <= 150 + 2
+    assert threat.contains(result.x_adv, x).all()
+    clean_correct = standard_model(x).argmax(1) == y
+    assert result.success[clean_correct].float().mean() > 0.3, "a standard model falls to square at this budget"
+    queried = result.n_queries[clean_correct & result.success]
+    assert (queried < 152).any(), "an example that falls early stops using queries"
+
+
+def test_p_schedule_halves_at_the_rescaled_checkpoints() -> None:
+    assert p_schedule(0.8, 0, 10000) == 0.8
+    assert p_schedule(0.8, 11, 10000) == 0.4
+    assert p_schedule(0.8, 51, 10000) == 0.2
+    assert p_schedule(0.8, 8001, 10000) == 0.8 / 512
+    assert p_schedule(0.8, 3, 1000) == 0.4  # 3 of 1,000 is 30 of 10,000
