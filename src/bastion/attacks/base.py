@@ -9,12 +9,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import final
+from typing import ClassVar, final
 
 import torch
 from torch import Tensor, nn
 
-from bastion._typing import Classifier
+from bastion._typing import Classifier, Norm
 from bastion.compute import CountingModel, PassCounter
 from bastion.errors import InputValidationError
 from bastion.goals import Diverge, Goal
@@ -127,6 +127,8 @@ class Attack(ABC):
     """
 
     name: str = "attack"
+    #: Norms the attack is defined for; a threat model in another norm is refused by ``check``.
+    norms: ClassVar[frozenset[Norm]] = frozenset({Norm.LINF, Norm.L2})
 
     @final
     def __call__(
@@ -204,6 +206,10 @@ class Attack(ABC):
 
     def check(self, goal: Goal, threat: ThreatModel, n_classes: int) -> None:  # noqa: B027 - optional hook
         """Raise a clear error if this attack cannot serve this goal, threat model or number of classes."""
+
+    def supports(self, norm: Norm | str) -> bool:
+        """Whether this attack is defined for ``norm`` (registry-wide tests and suites ask before calling)."""
+        return Norm(norm) in self.norms
 
     def _skips_satisfied(self) -> bool:
         return bool(getattr(self, "early_stop", True))

@@ -52,6 +52,7 @@ class CW(Attack):
     lr: float = 0.01
     early_stop: bool = True
     name = "cw"
+    norms = frozenset({Norm.L2})
 
     def __post_init__(self) -> None:
         if self.n_steps < 1 or self.n_search < 1:

@@ -18,7 +18,7 @@ from bastion.threat import ThreatModel
 
 
 def _problem() -> tuple[torch.nn.Module, Split, AttackSequence, ThreatModel]:
-    from conftest import small_mlp
+    from attack_fixtures import small_mlp
 
     model = small_mlp(6, 5, seed=7)
     x = torch.rand(30, 6, generator=torch.Generator().manual_seed(7))

@@ -95,7 +95,7 @@ def test_suites_are_registered_and_binary_avoids_dlr() -> None:
 
 
 def test_binary_suite_runs_on_a_two_class_model() -> None:
-    from conftest import small_mlp
+    from attack_fixtures import small_mlp
 
     model = small_mlp(6, 2, seed=1)
     x = torch.rand(16, 6, generator=torch.Generator().manual_seed(1))

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from attack_fixtures import small_mlp
 
 from bastion.attacks import APGD, APGDT, ATTACKS, CW, MIFGSM, DeepFool, Square
 from bastion.attacks.worst_case import worst_case
 from bastion.errors import ConfigError, InputValidationError
 from bastion.goals import Misclassify, Reach
 from bastion.threat import ThreatModel
-from conftest import small_mlp
 
 
 @pytest.fixture

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from attack_fixtures import Linear
 
 from bastion.attacks import APGD, CW, PGD, DeepFool, cross_entropy
 from bastion.domain import BoxDomain
 from bastion.goals import Misclassify
 from bastion.threat import ThreatModel
-from conftest import Linear
 
 D = 12
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from attack_fixtures import GradientFree, small_mlp
 
 from bastion.attacks import Square
 from bastion.attacks.square import p_schedule
 from bastion.goals import Misclassify
 from bastion.threat import ThreatModel
-from conftest import GradientFree, small_mlp
 
 
 def test_gradient_free_model_really_raises_on_backward() -> None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from attack_fixtures import small_mlp
 
 from bastion.attacks import APGD, APGDT, CW, MIFGSM, PGD, Square, cross_entropy, dlr_targeted
 from bastion.attacks.apgd import checkpoints
 from bastion.goals import Misclassify, Reach
 from bastion.threat import ThreatModel
-from conftest import small_mlp
 
 
 @pytest.mark.parametrize(
