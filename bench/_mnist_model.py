@@ -21,8 +21,13 @@ from bastion.training import MethodConfig, TrainSettings, build_method, fit
 EPS = 0.3
 
 
-def load_or_train(data: Dataset, cache: Path, *, epochs: int = 12, seed: int = 0) -> tuple[nn.Module, dict]:
-    """The cached model if its folder exists, else train (progressive TRADES, eps 0.3) and save it."""
+def load_or_train(
+    data: Dataset, cache: Path, *, epochs: int = 12, n_steps: int = 7, seed: int = 0
+) -> tuple[nn.Module, dict]:
+    """The cached model if its folder exists, else train (progressive TRADES up to eps 0.3) and save it.
+
+    Shared by bench/attacks.py and bench/defense.py so both measure the same kind of model.
+    """
     if (cache / "model.json").exists():
         return checkpoint.load_model(cache), {"cached": True, **checkpoint.read_description(cache).get("bench", {})}
     mean, std = normalization_stats(data.train.x)
@@ -36,7 +41,7 @@ def load_or_train(data: Dataset, cache: Path, *, epochs: int = 12, seed: int = 0
     )
     model = build_model(arch, seed=seed)
     objective, schedule = build_method(
-        "progressive-trades", MethodConfig(epochs=epochs, eps=EPS, n_steps=7, n_stages=3, beta=6.0)
+        "progressive-trades", MethodConfig(epochs=epochs, eps=EPS, n_steps=n_steps, n_stages=3, beta=6.0)
     )
     threat = ThreatModel(norm="linf", eps=EPS, domain=data.spec.domain)
     start = time.perf_counter()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bastion import checkpoint, load_dataset
+from bastion import load_dataset
 from bastion.attacks import PGD
 from bastion.data import Dataset
 from bastion.defenses import (
@@ -40,46 +41,11 @@ from bastion.defenses import (
 from bastion.evaluation.defense import evaluate_defense
 from bastion.evaluation.evaluate import eps_key
 from bastion.io import atomic_write_json
-from bastion.models.registry import Architecture, build_model, normalization_stats
 from bastion.results import environment
 from bastion.threat import ThreatModel
-from bastion.training import MethodConfig, TrainSettings, build_method, fit
 
-EPS = 0.3
-
-
-def load_or_train(data: Dataset, cache: Path, *, epochs: int, seed: int = 0) -> tuple[nn.Module, dict[str, Any]]:
-    """The cached model if present, else progressive TRADES (3 stages up to eps 0.3, beta 6) and save it."""
-    if (cache / "model.json").exists():
-        info = checkpoint.read_description(cache).get("bench", {})
-        return checkpoint.load_model(cache, device="cpu"), {"cached": True, **info}
-    mean, std = normalization_stats(data.train.x)
-    arch = Architecture(
-        name="cnn",
-        input_shape=data.spec.input_shape,
-        num_classes=data.spec.num_classes,
-        mean=mean,
-        std=std,
-        options={"channels": [16, 32], "hidden": 64},
-    )
-    model = build_model(arch, seed=seed)
-    objective, schedule = build_method(
-        "progressive-trades", MethodConfig(epochs=epochs, eps=EPS, n_steps=5, n_stages=3, beta=6.0)
-    )
-    threat = ThreatModel(norm="linf", eps=EPS, domain=data.spec.domain)
-    start = time.perf_counter()
-    fit(
-        model,
-        data.train,
-        objective,
-        schedule,
-        threat,
-        settings=TrainSettings(batch_size=128, val_examples=0),
-        seed=seed,
-    )
-    info = {"method": "progressive-trades", "epochs": epochs, "eps": EPS, "train_time_s": time.perf_counter() - start}
-    checkpoint.save_model(model.eval(), arch, data.spec, cache, extra={"bench": info})
-    return model.eval(), {"cached": False, **info}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _mnist_model import EPS, load_or_train
 
 
 def defenses(model: nn.Module, data: Dataset, fpr: float, only: list[str] | None = None) -> dict[str, Defense]:
@@ -117,7 +83,7 @@ def main() -> None:
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     started = time.perf_counter()
     data = load_dataset(f"mnist:{args.data}", seed=0)
-    model, train_info = load_or_train(data, Path(args.cache), epochs=args.epochs)
+    model, train_info = load_or_train(data, Path(args.cache), epochs=args.epochs, n_steps=5)
     test = data.test.take(args.n_test)
     threat = ThreatModel(norm="linf", eps=EPS, domain=data.spec.domain)
     suite = {f"pgd-{args.steps}": PGD(n_steps=args.steps)}
