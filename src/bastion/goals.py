@@ -15,8 +15,11 @@ from torch import Tensor
 class Goal(Protocol):
     """reference feeds the loss; ascend says whether to maximise (True) or minimise it."""
 
-    reference: Tensor
-    ascend: bool
+    @property
+    def reference(self) -> Tensor: ...
+
+    @property
+    def ascend(self) -> bool: ...
 
     def satisfied(self, logits: Tensor) -> Tensor: ...
 

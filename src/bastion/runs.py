@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from bastion import checkpoint
+from bastion._typing import Norm
 from bastion.attacks.worst_case import AttackSequence
 from bastion.config import DemoConfig, EvalConfig, TrainConfig
 from bastion.data.augment import build_augment
@@ -142,7 +143,7 @@ def train_model(
         amp=cfg.amp,
         channels_last=cfg.channels_last,
     )
-    threat = ThreatModel(norm=cfg.norm, eps=cfg.eps, domain=data.spec.domain)
+    threat = ThreatModel(norm=Norm(cfg.norm), eps=cfg.eps, domain=data.spec.domain)
     record = fit(
         model,
         data.train,
@@ -285,7 +286,7 @@ def run_evaluate(path: Path, cfg: EvalConfig, out: Path, hooks: Hooks | None = N
     data = load_dataset(spec_str, seed=seed)
     test = data.test.take(cfg.n_examples)
     suite = build_suite(cfg.suite)
-    threat = ThreatModel(norm=cfg.norm, eps=max(cfg.eps), domain=data.spec.domain)
+    threat = ThreatModel(norm=Norm(cfg.norm), eps=max(cfg.eps), domain=data.spec.domain)
     results = new_results(
         command="evaluate",
         data=spec_str,
@@ -385,7 +386,7 @@ def run_demo(cfg: DemoConfig, out: Path, *, quick: bool = False, hooks: Hooks | 
         ),
     }
     suite = build_suite(cfg.suite)
-    threat = ThreatModel(norm="linf", eps=max(cfg.eps), domain=data.spec.domain)
+    threat = ThreatModel(norm=Norm.LINF, eps=max(cfg.eps), domain=data.spec.domain)
     test = data.test.take(cfg.n_examples)
     results = new_results(
         command="demo",

@@ -47,6 +47,11 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _n_examples(results: dict[str, Any]) -> int:
+    models = list(results["models"].values())
+    return int(models[0].get("n_examples", 0)) if models else 0
+
+
 def to_markdown(results: dict[str, Any]) -> str:
     threat = results.get("threat", {})
     out = [
@@ -54,7 +59,7 @@ def to_markdown(results: dict[str, Any]) -> str:
         "",
         f"Seed {results['seed']}; threat model {threat.get('norm', '?')} with eps in "
         f"{', '.join(threat.get('eps', [])) or 'n/a'} (inputs in [0, 1]); suite `{threat.get('suite', 'n/a')}`.",
-        f"Test examples: {next(iter(results['models'].values()), {}).get('n_examples', 0)}. "
+        f"Test examples: {_n_examples(results)}. "
         "Robust accuracy = share of test examples still classified correctly after the attack; "
         "`ensemble` = per-example worst case over the suite's attacks. Brackets are 95% Wilson intervals.",
         *(

@@ -20,7 +20,7 @@ from bastion.errors import ConfigError, DataNotFoundError
 from bastion.registry import Registry
 
 #: name -> loader(path or None, seed, source string) -> Dataset
-DATASETS: Registry[Callable[[str | None, int, str], Dataset]] = Registry("dataset")
+DATASETS: Registry[Dataset] = Registry("dataset")
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:

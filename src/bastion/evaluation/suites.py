@@ -8,13 +8,11 @@ still robust, and the per-attack numbers are "robust after this attack and all e
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from bastion.attacks import APGD, APGDT, FGSM, PGD, Attack, DeepFool, Square, cross_entropy, margin
 from bastion.attacks.worst_case import AttackSequence
 from bastion.registry import Registry
 
-SUITES: Registry[Callable[[], dict[str, Attack]]] = Registry("attack suite")
+SUITES: Registry[dict[str, Attack]] = Registry("attack suite")
 
 
 @SUITES.register("quick")

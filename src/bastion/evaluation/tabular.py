@@ -76,7 +76,7 @@ def _attack_rows(
     cost = {"forward_passes": 0.0, "backward_passes": 0.0, "wall_time_s": 0.0}
     for start in range(0, len(x), batch_size):
         xb, tb = x[start : start + batch_size], target[start : start + batch_size]
-        result = attack(model, xb, Reach(tb), threat, rng=rng)  # type: ignore[arg-type]  # as in accuracy.py
+        result = attack(model, xb, Reach(tb), threat, rng=rng)
         out.append(result.x_adv)
         success.append(result.success)
         cost["forward_passes"] += result.n_forward

@@ -13,6 +13,9 @@ from torch import Tensor, nn
 class Normalize(nn.Module):
     """(x - mean) / std with per-channel (or per-feature) statistics stored as buffers."""
 
+    mean: Tensor
+    std: Tensor
+
     def __init__(self, mean: Tensor, std: Tensor) -> None:
         super().__init__()
         if (std <= 0).any():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -50,7 +49,7 @@ class MethodConfig:
     static_models: tuple[str, ...] = ()
 
 
-METHODS: Registry[Callable[[MethodConfig], tuple[Objective, Schedule]]] = Registry("training method")
+METHODS: Registry[tuple[Objective, Schedule]] = Registry("training method")
 
 
 @METHODS.register("standard")

@@ -39,7 +39,8 @@ class LossOutput:
 
 
 class Objective(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def __call__(
         self,
@@ -75,7 +76,7 @@ class Standard:
         if not self.temperature > 0:
             raise ConfigError(f"temperature must be > 0, got {self.temperature}")
 
-    def __call__(self, model, x, y, stage, threat, rng):  # type: ignore[no-untyped-def]
+    def __call__(self, model, x, y, stage, threat, rng):
         logits = model(x)
         loss = F.cross_entropy(logits / self.temperature, y)
         return LossOutput(loss, {"loss": _f(loss), "acc": float((logits.argmax(1) == y).float().mean())})
@@ -87,7 +88,7 @@ class PGDAT:
 
     name: str = "pgd-at"
 
-    def __call__(self, model, x, y, stage, threat, rng):  # type: ignore[no-untyped-def]
+    def __call__(self, model, x, y, stage, threat, rng):
         from bastion.attacks.losses import cross_entropy
 
         threat = threat.with_eps(stage.eps)
@@ -108,7 +109,7 @@ class TRADES:
 
     name: str = "trades"
 
-    def __call__(self, model, x, y, stage, threat, rng):  # type: ignore[no-untyped-def]
+    def __call__(self, model, x, y, stage, threat, rng):
         logits = model(x)
         natural = F.cross_entropy(logits, y)
         if stage.beta == 0 or stage.eps == 0:
@@ -146,7 +147,7 @@ class MART:
 
     name: str = "mart"
 
-    def __call__(self, model, x, y, stage, threat, rng):  # type: ignore[no-untyped-def]
+    def __call__(self, model, x, y, stage, threat, rng):
         threat = threat.with_eps(stage.eps)
         x_adv = _inner_attack(stage, cross_entropy).perturb(model, x, Misclassify(y), threat, rng=rng)
         logits = model(x)
@@ -197,7 +198,7 @@ class FastAT:
         if not self.noise >= 0:
             raise ConfigError(f"noise must be >= 0, got {self.noise}")
 
-    def __call__(self, model, x, y, stage, threat, rng):  # type: ignore[no-untyped-def]
+    def __call__(self, model, x, y, stage, threat, rng):
         x_adv = self.perturb(model, x, y, stage, threat, rng)
         logits = model(x_adv)
         loss = F.cross_entropy(logits, y)
@@ -245,7 +246,7 @@ class FreeAT:
         if not isinstance(self.replays, int) or self.replays < 1:
             raise ConfigError(f"free-at replays must be an integer >= 1, got {self.replays!r}")
 
-    def __call__(self, model, x, y, stage, threat, rng):  # type: ignore[no-untyped-def]
+    def __call__(self, model, x, y, stage, threat, rng):
         ball = threat.with_eps(stage.eps)
         x = x.detach()
         n = x.shape[0]
@@ -292,7 +293,7 @@ class Distillation:
             p.requires_grad_(False)
         self.teacher.eval()
 
-    def __call__(self, model, x, y, stage, threat, rng):  # type: ignore[no-untyped-def]
+    def __call__(self, model, x, y, stage, threat, rng):
         teacher = _counted_like(model, self.teacher.to(x.device))
         with torch.no_grad():
             soft = (teacher(x) / self.temperature).softmax(dim=1)
@@ -330,7 +331,7 @@ class EnsembleAT:
         """0 for the model itself, i >= 1 for static model i - 1."""
         return batch % (1 + len(self.static_models))
 
-    def __call__(self, model, x, y, stage, threat, rng):  # type: ignore[no-untyped-def]
+    def __call__(self, model, x, y, stage, threat, rng):
         source = self.source_of(self.batches_seen)
         self.batches_seen += 1
         crafter = model if source == 0 else _counted_like(model, self.static_models[source - 1].to(x.device))

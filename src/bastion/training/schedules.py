@@ -183,8 +183,8 @@ def progressive(
         return constant(epochs=epochs, eps=eps, n_steps=max_steps, beta=beta)
     last = max(1, round(epochs * final_fraction))
     last = min(last, epochs - (n_stages - 1))
-    rest = epochs - last
-    early = [rest // (n_stages - 1) + (1 if i < rest % (n_stages - 1) else 0) for i in range(n_stages - 1)]
+    remaining = epochs - last
+    early = [remaining // (n_stages - 1) + (1 if i < remaining % (n_stages - 1) else 0) for i in range(n_stages - 1)]
     stages = []
     for i, n_ep in enumerate([*early, last]):
         t = (i + 1) / n_stages
