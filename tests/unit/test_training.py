@@ -140,3 +140,29 @@ def test_non_finite_loss_stops_training(digits: Dataset) -> None:
             ThreatModel(norm="linf", eps=0.0),
             settings=TrainSettings(val_examples=0),
         )
+
+
+def test_trades_gradients_stay_finite_when_clean_predictions_saturate() -> None:
+    """A clean softmax that underflows to exact zeros must not turn the TRADES outer loss into NaN.
+
+    Regression: with probabilities as the KL target, d/dp of p*log(p) at p = 0 is -inf and the weights
+    became NaN after a few hundred GTSRB batches.
+    """
+
+    class Saturated(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(4, 3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            logits = x.flatten(1) @ self.w
+            return logits * torch.tensor([1.0, 0.0, 0.0]) * 200.0  # softmax of class 0 is exactly 1.0
+
+    model = Saturated()
+    x = torch.full((6, 4), 0.9)
+    y = torch.zeros(6, dtype=torch.long)
+    assert (model(x).softmax(1) == 0).any()
+    out = TRADES()(model, x, y, Stage(epochs=1, eps=0.05, n_steps=2), ThreatModel(norm="linf", eps=0.05), None)
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    assert torch.isfinite(model.w.grad).all()

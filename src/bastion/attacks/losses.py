@@ -24,6 +24,18 @@ def kl_to_reference(logits: Tensor, ref_probs: Tensor) -> Tensor:
     return F.kl_div(logits.log_softmax(dim=1), ref_probs, reduction="none").sum(dim=1)
 
 
+def kl_between_logits(logits: Tensor, ref_logits: Tensor) -> Tensor:
+    """(N,) KL(softmax(ref_logits) || softmax(logits)), computed from log-probabilities on both sides.
+
+    Use this when gradients must flow into the reference too (the TRADES outer loss): with probabilities
+    as the target, a class whose probability underflows to exactly 0 gives log(0) in the gradient and NaN
+    weights; in log space every term stays finite.
+    """
+    return F.kl_div(logits.log_softmax(dim=1), ref_logits.log_softmax(dim=1), reduction="none", log_target=True).sum(
+        dim=1
+    )
+
+
 def dlr(logits: Tensor, y: Tensor) -> Tensor:
     """Difference-of-logits-ratio loss per sample (Croce & Hein 2020, arXiv:2003.01690).
 

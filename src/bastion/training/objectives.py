@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bastion.attacks.base import evaluating, loss_gradient
-from bastion.attacks.losses import cross_entropy, kl_to_reference
+from bastion.attacks.losses import cross_entropy, kl_between_logits, kl_to_reference
 from bastion.attacks.pgd import PGD
 from bastion.compute import CountingModel
 from bastion.errors import ConfigError
@@ -118,7 +118,7 @@ class TRADES:
         ref = logits.detach().softmax(dim=1)
         x_adv = _inner_attack(stage, kl_to_reference).perturb(model, x, Diverge(ref), threat, rng=rng)
         adv_logits = model(x_adv)
-        robust = kl_to_reference(adv_logits, logits.softmax(dim=1)).mean()
+        robust = kl_between_logits(adv_logits, logits).mean()
         loss = natural + stage.beta * robust
         return LossOutput(loss, {"loss": _f(loss), "natural": _f(natural), "robust": _f(robust)})
 
