@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -36,6 +37,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _mnist_model import EPS, load_or_train
 
 STEP = 0.01
+LONG_FACTOR = 5
+LONG = "pgd-long"
 
 
 def floor_step(model: nn.Module, x: Tensor, y: Tensor) -> None:
@@ -92,6 +95,7 @@ def bench_steps(model: nn.Module, x: Tensor, y: Tensor, n_steps: int, repeats: i
     lean = PGD(n_steps=n_steps, step_size=STEP, early_stop=False, keep_best_iterate=False)
     # Evaluation path: checks, counting, best iterate, clean + final success passes; every example attacked.
     full = PGD(n_steps=n_steps, step_size=STEP, early_stop=False)
+    full_long = PGD(n_steps=LONG_FACTOR * n_steps, step_size=STEP, early_stop=False)
     apgd = APGD(loss=cross_entropy, n_steps=n_steps, early_stop=False)
     # A forward+backward costs more on adversarial inputs than on clean ones (measured ~15% here), so the
     # floor is timed on an adversarial batch (a PGD iterate); the clean-input floor is reported too.
@@ -101,6 +105,9 @@ def bench_steps(model: nn.Module, x: Tensor, y: Tensor, n_steps: int, repeats: i
         "floor (clean inputs)": lambda: [floor_step(model, x, y) for _ in range(n_steps)],
         "bastion PGD (training path)": lambda: lean.perturb(model, x, goal, threat, rng=gen),
         "bastion PGD (evaluation path)": lambda: full(model, x, goal, threat, rng=gen),
+        # Same path with LONG_FACTOR x the steps, timed per *short* step count, so the slope between the two
+        # rows is the marginal cost of one more step (the fixed clean/scoring passes cancel out).
+        LONG: lambda: full_long(model, x, goal, threat, rng=gen),
         "bastion APGD-CE (evaluation path)": lambda: apgd(model, x, goal, threat, rng=gen),
     }
     for name, runner in peer_runners(model, n_steps).items():
@@ -126,6 +133,20 @@ def bench_steps(model: nn.Module, x: Tensor, y: Tensor, n_steps: int, repeats: i
         for name, t in times.items()
     }
     rows.update({name: {"error": e} for name, e in errors.items()})
+    if LONG in rows and "bastion PGD (evaluation path)" in rows:
+        long_row = rows.pop(LONG)
+        # times are per n_steps-th of a call: the long call did LONG_FACTOR * n_steps steps.
+        slope = (long_row["s_per_step"] - rows["bastion PGD (evaluation path)"]["s_per_step"]) / (LONG_FACTOR - 1)
+        rows["bastion PGD (evaluation path, marginal step)"] = {
+            "s_per_step": slope,
+            "ratio_to_floor": slope / floor,
+            "note": f"(T({LONG_FACTOR * n_steps} steps) - T({n_steps} steps)) / {(LONG_FACTOR - 1) * n_steps}",
+        }
+        rows[f"bastion PGD-{LONG_FACTOR * n_steps} (evaluation path)"] = {
+            "s_per_step": long_row["s_per_step"] / LONG_FACTOR,
+            "ratio_to_floor": long_row["s_per_step"] / LONG_FACTOR / floor,
+            "samples": [t / LONG_FACTOR for t in long_row["samples"]],
+        }
     return {
         "batch_size": len(x),
         "n_steps": n_steps,
@@ -145,7 +166,8 @@ def bench_ensemble(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> d
     with torch.no_grad():
         clean = float((model(x).argmax(1) == y).float().mean())
     start = time.perf_counter()
-    robust = []
+    robust: list[Tensor] = []
+    x_advs: list[Tensor] = []
     broken: dict[str, int] = {}
     cost: dict[str, dict[str, float]] = {}
     for i in range(0, len(x), batch_size):
@@ -158,6 +180,7 @@ def bench_ensemble(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> d
             rng=torch.Generator().manual_seed(i),
         )
         robust.append(r.robust)
+        x_advs.append(r.x_adv)
         for b in r.broken_by:
             if b is not None:
                 broken[b] = broken.get(b, 0) + 1
@@ -167,6 +190,7 @@ def bench_ensemble(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> d
                 agg[k] = agg.get(k, 0) + v
     ours_time = time.perf_counter() - start
     ours_acc = float(torch.cat(robust).float().mean())
+    verified = verify(model, x, torch.cat(x_advs), y, torch.cat(robust), threat)
     out: dict[str, Any] = {
         "n_examples": len(x),
         "eps": EPS,
@@ -176,26 +200,113 @@ def bench_ensemble(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> d
             "wall_time_s": ours_time,
             "broken_by": broken,
             "cost": cost,
+            "verified": verified,
         },
+        "peers": {},
     }
-    try:
-        import torchattacks
-
-        aa = torchattacks.AutoAttack(model, norm="Linf", eps=EPS, version="standard", n_classes=10, seed=0)
+    for name, runner in autoattack_peers(model, len(x)).items():
+        if isinstance(runner, str):
+            out["peers"][name] = {"error": runner}
+            continue
         start = time.perf_counter()
-        advs = [aa(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+        try:
+            batches = range(0, len(x), batch_size)
+            advs = torch.cat([runner(x[i : i + batch_size], y[i : i + batch_size]) for i in batches])
+        except Exception as exc:
+            out["peers"][name] = {"error": f"failed: {exc!r}"}
+            continue
         peer_time = time.perf_counter() - start
         with torch.no_grad():
-            peer_acc = float((model(torch.cat(advs)).argmax(1) == y).float().mean())
-        out["peer"] = {
-            "name": f"torchattacks {torchattacks.__version__} AutoAttack (standard)",
+            peer_robust = model(advs).argmax(1) == y
+        peer_acc = float(peer_robust.float().mean())
+        out["peers"][name] = {
             "robust_accuracy": peer_acc,
             "wall_time_s": peer_time,
+            "difference_points": 100 * (ours_acc - peer_acc),
+            "wall_time_ratio": ours_time / peer_time,
+            "verified": verify(model, x, advs, y, peer_robust, threat),
+            "broken_by_peer_only": int((robust_all := torch.cat(robust))[~peer_robust].sum()),
+            "broken_by_bastion_only": int((peer_robust & ~robust_all).sum()),
         }
-        out["difference_points"] = 100 * (ours_acc - peer_acc)
-        out["wall_time_ratio"] = ours_time / peer_time
+    return out
+
+
+def verify(
+    model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, robust: Tensor, threat: ThreatModel
+) -> dict[str, Any]:
+    """Re-check an attack's claim with plain torch: budget, domain, and the model's answer on x_adv."""
+    with torch.no_grad():
+        wrong = model(x_adv).argmax(1) != y
+    linf = (x_adv - x).flatten(1).abs().amax(1)
+    return {
+        "max_linf": float(linf.max()),
+        "within_eps": bool((linf <= threat.eps + 1e-6).all()),
+        "in_domain": bool(((x_adv >= 0) & (x_adv <= 1)).all()),
+        "claim_matches_model": bool(torch.equal(wrong, ~robust)),
+    }
+
+
+def autoattack_peers(model: nn.Module, n: int) -> dict[str, Callable[[Tensor, Tensor], Tensor] | str]:
+    """Peers' AutoAttack: torchattacks' stock one, the same built from its parts at the paper's settings, ART's."""
+    out: dict[str, Callable[[Tensor, Tensor], Tensor] | str] = {}
+    try:
+        import torchattacks as ta
+
+        v = ta.__version__
+        stock = ta.AutoAttack(model, norm="Linf", eps=EPS, version="standard", n_classes=10, seed=0)
+        out[f"torchattacks {v} AutoAttack (standard, stock: its APGD/APGD-T/FAB default to 10 steps)"] = stock
+        paper = ta.MultiAttack(
+            [
+                ta.APGD(model, norm="Linf", eps=EPS, steps=100, n_restarts=1, loss="ce", seed=0),
+                ta.APGDT(model, norm="Linf", eps=EPS, steps=100, n_restarts=1, n_classes=10, seed=0),
+                ta.FAB(model, norm="Linf", eps=EPS, steps=100, n_restarts=1, multi_targeted=True, n_classes=10, seed=0),
+                ta.Square(model, norm="Linf", eps=EPS, n_queries=5000, n_restarts=1, seed=0),
+            ]
+        )
+        out[f"torchattacks {v} AutoAttack components at the paper's settings (100 steps, cascaded)"] = paper
     except Exception as exc:
-        out["peer"] = {"error": f"unavailable: {exc!r}"}
+        out["torchattacks"] = f"unavailable: {exc!r}"
+    return out
+
+
+def art_autoattack(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> dict[str, Any]:
+    """ART's AutoAttack (its defaults: APGD-CE and APGD-DLR with 5 restarts, DeepFool, Square 5 x 5,000) vs ours."""
+    from bastion.attacks.worst_case import worst_case
+
+    threat = ThreatModel(norm="linf", eps=EPS)
+    out: dict[str, Any] = {"n_examples": len(x)}
+    start = time.perf_counter()
+    r = worst_case(model, x, y, build_suite("standard"), threat, rng=torch.Generator().manual_seed(0))
+    out["bastion_standard"] = {
+        "robust_accuracy": float(r.robust.float().mean()),
+        "wall_time_s": time.perf_counter() - start,
+        "verified": verify(model, x, r.x_adv, y, r.robust, threat),
+    }
+    try:
+        import art
+        import numpy as np
+        from art.attacks.evasion import AutoAttack
+        from art.estimators.classification import PyTorchClassifier
+
+        clf = PyTorchClassifier(
+            model=model, loss=nn.CrossEntropyLoss(), input_shape=(1, 28, 28), nb_classes=10, clip_values=(0.0, 1.0)
+        )
+        aa = AutoAttack(clf, norm=np.inf, eps=EPS, eps_step=0.1, batch_size=batch_size)
+        start = time.perf_counter()
+        adv = torch.from_numpy(aa.generate(x.numpy(), y=y.numpy())).to(x.dtype)
+        peer_time = time.perf_counter() - start
+        with torch.no_grad():
+            peer_robust = model(adv).argmax(1) == y
+        acc = float(peer_robust.float().mean())
+        out[f"ART {art.__version__} AutoAttack (defaults)"] = {
+            "robust_accuracy": acc,
+            "wall_time_s": peer_time,
+            "verified": verify(model, x, adv, y, peer_robust, threat),
+        }
+        out["difference_points"] = 100 * (out["bastion_standard"]["robust_accuracy"] - acc)
+        out["wall_time_ratio"] = out["bastion_standard"]["wall_time_s"] / peer_time
+    except Exception as exc:
+        out["ART AutoAttack"] = {"error": f"unavailable or failed: {exc!r}"}
     return out
 
 
@@ -247,6 +358,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-ensemble", action="store_true", help="keep the ensemble section of --out if any")
     parser.add_argument("--apgd-t", action="store_true", help="also run APGD-T alone, ours and torchattacks'")
+    parser.add_argument("--art-examples", type=int, default=0, help="compare with ART's AutoAttack on N examples")
     parser.add_argument("--out", default="bench/results/attacks.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -262,7 +374,7 @@ def main() -> None:
         "model": {"arch": "cnn channels (16, 32) hidden 64", **model_info},
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "note": "shared 2-core machine under heavy contention from other jobs; ratios measured in one run",
+        "load_average_at_start": list(os.getloadavg()),
         "steps": bench_steps(model, x, y, args.n_steps, args.repeats),
     }
     out = Path(args.out)
@@ -276,6 +388,11 @@ def main() -> None:
         results["apgd_t_alone"] = bench_apgd_t(model, test.x[:n], test.y[:n], args.batch_size)
     elif "apgd_t_alone" in previous:
         results["apgd_t_alone"] = previous["apgd_t_alone"]
+    if args.art_examples:
+        m = min(args.art_examples, len(test))
+        results["art_autoattack"] = art_autoattack(model, test.x[:m], test.y[:m], args.batch_size)
+    elif "art_autoattack" in previous:
+        results["art_autoattack"] = previous["art_autoattack"]
     atomic_write_json(out, results)
     steps = results["steps"]
     print(f"floor (fwd+bwd, batch {steps['batch_size']}): {1000 * steps['floor_s']:.2f} ms")
@@ -290,12 +407,25 @@ def main() -> None:
         ours = e["bastion_standard"]
         print(f"\nn={e['n_examples']} eps={e['eps']} clean accuracy {e['clean_accuracy']:.4f}")
         print(f"{'bastion standard':44s} robust {ours['robust_accuracy']:.4f}  {ours['wall_time_s']:.1f} s")
-        peer = e["peer"]
-        if "error" in peer:
-            print(f"peer: {peer['error']}")
-        else:
-            print(f"{peer['name']:44s} robust {peer['robust_accuracy']:.4f}  {peer['wall_time_s']:.1f} s")
-            print(f"difference {e['difference_points']:+.2f} points; wall time ratio {e['wall_time_ratio']:.2f}")
+        print(f"  verified independently: {ours['verified']}")
+        for name, peer in e["peers"].items():
+            if "error" in peer:
+                print(f"{name}: {peer['error'][:100]}")
+                continue
+            print(f"{name}\n{'':44s} robust {peer['robust_accuracy']:.4f}  {peer['wall_time_s']:.1f} s")
+            print(
+                f"{'':44s} bastion - peer: {peer['difference_points']:+.2f} points; "
+                f"wall time ratio {peer['wall_time_ratio']:.2f}; broken only by peer {peer['broken_by_peer_only']}, "
+                f"only by bastion {peer['broken_by_bastion_only']}"
+            )
+    if "art_autoattack" in results:
+        a = results["art_autoattack"]
+        print(f"\nART comparison on n={a['n_examples']}:")
+        for name, row in a.items():
+            if isinstance(row, dict) and "robust_accuracy" in row:
+                print(f"{name:44s} robust {row['robust_accuracy']:.4f}  {row['wall_time_s']:.1f} s")
+            elif isinstance(row, dict) and "error" in row:
+                print(f"{name}: {row['error'][:100]}")
     for name, row in results.get("apgd_t_alone", {}).items():
         if isinstance(row, dict) and "robust_accuracy" in row:
             print(f"{name:44s} robust {row['robust_accuracy']:.4f}  {row['wall_time_s']:.1f} s (alone)")

@@ -65,12 +65,15 @@ class Perturbation:
     """What ``_perturb`` may return instead of a bare tensor, for attacks that track more per example.
 
     x_adv: (n, *S) candidates. n_queries: (n,) forward passes spent per example. min_norm: (n,) norm of
-    the smallest successful perturbation found (inf: none), before any budget projection.
+    the smallest successful perturbation found (inf: none), before any budget projection. logits: (n, C)
+    the model's logits at x_adv when the attack already computed them; the base then skips its final
+    success forward if projection and repair leave x_adv unchanged (one forward less per call).
     """
 
     x_adv: Tensor
     n_queries: Tensor | None = None
     min_norm: Tensor | None = None
+    logits: Tensor | None = None
 
 
 def keep_best(best: Tensor, candidate: Tensor, better: Tensor) -> Tensor:
@@ -156,13 +159,19 @@ class Attack(ABC):
                 else torch.ones_like(clean_logits[:, 0], dtype=torch.bool)
             )
             x_adv = x.clone()
+            adv_logits = clean_logits.clone()
+            scored = True  # adv_logits are the model's logits at x_adv
             n_queries: Tensor | None = None
             min_norm: Tensor | None = None
             if todo.any() and threat.eps > 0:
                 idx = todo.nonzero().squeeze(1)
                 out = self._perturb(counted, x[idx], goal.subset(idx), threat, rng)
-                sub = out.x_adv if isinstance(out, Perturbation) else out
-                x_adv[idx] = threat.domain.repair(threat.project(sub.detach(), x[idx]), x[idx])
+                sub = (out.x_adv if isinstance(out, Perturbation) else out).detach()
+                legal = threat.domain.repair(threat.project(sub, x[idx]), x[idx])
+                x_adv[idx] = legal
+                scored = isinstance(out, Perturbation) and out.logits is not None and torch.equal(legal, sub)
+                if scored:
+                    adv_logits[idx] = out.logits.detach().to(adv_logits.dtype)  # type: ignore[union-attr]
                 if isinstance(out, Perturbation) and out.n_queries is not None:
                     n_queries = torch.full((x.shape[0],), 2, dtype=torch.long, device=x.device)
                     n_queries[idx] += out.n_queries.to(device=x.device, dtype=torch.long)
@@ -170,8 +179,10 @@ class Attack(ABC):
                     min_norm = torch.full((x.shape[0],), float("inf"), device=x.device)
                     min_norm[~todo] = 0.0
                     min_norm[idx] = out.min_norm.to(device=x.device, dtype=min_norm.dtype)
-            with torch.no_grad():
-                success = goal.satisfied(counted(x_adv))
+            if not scored:
+                with torch.no_grad():
+                    adv_logits = counted(x_adv)
+            success = goal.satisfied(adv_logits)
         return AttackResult(
             x_adv=x_adv.detach(),
             success=success,

@@ -49,7 +49,7 @@ def test_attack_stays_in_threat_model(name, shape, n, norm, eps, lower, width, s
     assert result.x_adv.shape == x.shape and result.success.shape == (n,)
     assert (threat.distance(result.x_adv, x) <= eps * (1 + 1e-5) + 1e-6).all()
     assert domain.is_feasible(result.x_adv, x).all()
-    assert result.n_forward >= 2 * n
+    assert result.n_forward >= n  # the clean pass; attacks that score their output spare the final one
     with torch.no_grad():
         wrong = model.eval()(result.x_adv).argmax(1) != y
     assert torch.equal(wrong, result.success), "success must be judged on the returned examples"
@@ -79,4 +79,4 @@ def test_attack_skips_examples_already_misclassified(name, gen) -> None:
         model, x, Misclassify(wrong), ThreatModel(norm="l2", eps=0.5), rng=gen
     )
     assert torch.equal(result.x_adv, x) and result.success.all()
-    assert result.n_backward == 0 and result.n_forward == 2 * 6
+    assert result.n_backward == 0 and result.n_forward == 6  # the clean pass only: nothing left to attack or re-check
