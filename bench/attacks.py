@@ -236,8 +236,8 @@ def verify(
 ) -> dict[str, Any]:
     """Re-check an attack's claim with plain torch: budget, domain, and the model's answer on x_adv."""
     with torch.no_grad():
-        wrong = model(x_adv).argmax(1) != y
-    linf = (x_adv - x).flatten(1).abs().amax(1)
+        wrong = model(x_adv.detach()).argmax(1) != y
+    linf = (x_adv.detach() - x).flatten(1).abs().amax(1)
     return {
         "max_linf": float(linf.max()),
         "within_eps": bool((linf <= threat.eps + 1e-6).all()),

@@ -44,6 +44,7 @@ from bastion.results import new_results, write_results
 from bastion.runs import train_model
 from bastion.summary import to_markdown
 from bastion.threat import ThreatModel
+from bastion.training.trainer import TrainingRecord
 
 REPO = Path(__file__).resolve().parents[1]
 EPS = 8 / 255
@@ -78,7 +79,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--bit-depth", type=int, default=5, help="squeezer of the runtime defense")
     p.add_argument("--suite", default="auto", help="'auto': standard if registered, else default")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="1 on a busy machine: oversubscribed threads spin")
+    p.add_argument(
+        "--warm-start",
+        action="store_true",
+        help="progressive TRADES starts from the standard model's weights (its cost is added to the count)",
+    )
+    p.add_argument(
+        "--reuse", action="store_true", help="load models already saved in OUT/models instead of training them"
+    )
     return p.parse_args(argv)
 
 
@@ -157,8 +166,26 @@ def main(argv: list[str] | None = None) -> int:
     cpu_share: dict[str, float] = {}  # process CPU seconds per wall second of each phase
     trained = {}
     for name, cfg in configs.items():
+        saved = out / "models" / name
+        if args.reuse and (saved / checkpoint.DESCRIPTION).is_file():
+            extra = checkpoint.read_description(saved)
+            trained[name] = (checkpoint.load_model(saved), TrainingRecord.from_dict(extra["training"]))
+            logging.info("%s: reusing the model saved in %s", name, saved)
+            continue
+        if name == "progressive-trades" and args.warm_start:
+            cfg = TrainConfig.parse({**cfg.resolved(), "init_from": str(out / "models" / "standard")})
         t0, c0 = time.perf_counter(), time.process_time()
-        model, arch, record = train_model(cfg, data, torch.device("cpu"))
+        # A checkpoint per epoch: a killed run continues where it stopped (rerun with the same arguments).
+        ckpt_dir = out / "checkpoints" / name
+        resume = (ckpt_dir / "last.safetensors").is_file()
+        model, arch, record = train_model(cfg, data, torch.device("cpu"), checkpoint_dir=ckpt_dir, resume=resume)
+        if name == "progressive-trades" and args.warm_start:
+            # The warm start's compute is part of the method's cost: count the standard training too.
+            base = trained["standard"][1]
+            record.events.append({"kind": "warm_start", "from": "standard", **base.to_dict()})
+            record.wall_time_s += base.wall_time_s
+            record.gradient_evaluations += base.gradient_evaluations
+            record.forward_passes += base.forward_passes
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         timing[f"train_{name}_s"] = round(wall, 2)
         timing[f"train_{name}_cpu_s"] = round(cpu, 2)
