@@ -259,6 +259,32 @@ def demo(
     _run(job)
 
 
+@app.command()
+def experiment(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML: methods, datasets, seeds, train, evaluate.")],
+    out: OutOpt = Path("runs/experiment"),
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Runs trained in parallel processes.")] = 1,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Methods x datasets x seeds, one folder per run (rerun to resume), then statistics across seeds."""
+    from bastion.experiment import ExperimentConfig, run_experiment
+
+    _setup_logging(verbose)
+    started = time.perf_counter()
+
+    def job() -> None:
+        cfg = ExperimentConfig.from_yaml(config)
+        comparison = run_experiment(cfg, out, n_jobs=jobs)
+        for dataset, block in comparison["datasets"].items():
+            for metric, m in block["metrics"].items():
+                for row in m["comparisons"]:
+                    if "sentence" in row:
+                        console.print(f"{dataset} {metric}: {row['sentence']}")
+        console.print(f"comparison: {out / 'comparison.md'}  ({time.perf_counter() - started:.1f} s)")
+
+    _run(job)
+
+
 def main() -> None:
     app()
 
