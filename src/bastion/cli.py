@@ -285,6 +285,24 @@ def experiment(
     _run(job)
 
 
+@app.command()
+def report(
+    paths: Annotated[list[Path], typer.Argument(help="Run folders and/or experiment folders.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write (Markdown next to it).")] = Path(
+        "runs/report.html"
+    ),
+    title: Annotated[str, typer.Option("--title", help="Report title.")] = "bastion report",
+) -> None:
+    """One self-contained HTML report (figures embedded, no network) plus Markdown from finished runs."""
+    from bastion.report import write_report
+
+    def job() -> None:
+        html_path, md_path = write_report(paths, out, title)
+        console.print(f"report: {html_path}  markdown: {md_path}")
+
+    _run(job)
+
+
 def main() -> None:
     app()
 

@@ -127,6 +127,18 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+def peak_rss_mb() -> float | None:
+    """Peak resident memory of this process so far (Linux/macOS); an upper bound for the run it just did
+    when one process ran several runs."""
+    try:
+        import resource
+        import sys
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+
 def _bits(t: Any) -> str:
     return "".join("1" if v else "0" for v in t.tolist())
 
@@ -171,7 +183,10 @@ def run_job(cfg: ExperimentConfig, job: Job, threads: int | None = None) -> Path
 
     run_evaluate(job.run_dir, ecfg, job.run_dir, Hooks(on_evaluation=keep))
     atomic_write_json(job.run_dir / "outcomes.json", outcomes)
-    atomic_write_json(job.run_dir / DONE, {"wall_time_s": round(time.perf_counter() - started, 3)})
+    atomic_write_json(
+        job.run_dir / DONE,
+        {"wall_time_s": round(time.perf_counter() - started, 3), "peak_rss_mb": peak_rss_mb()},
+    )
     return job.run_dir
 
 
