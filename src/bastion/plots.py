@@ -185,7 +185,8 @@ def training_curves(results: Mapping[str, Any]) -> bytes | None:
         ax_loss.set_ylabel("training loss")
         ax_loss.set_title(name, fontsize=9)
         for key, label in (
-            ("acc", "train batch acc."),
+            ("acc", "train acc."),
+            ("adv_acc", "train adversarial acc."),
             ("val_clean_acc", "val clean"),
             ("val_robust_acc", "val robust"),
         ):
