@@ -128,6 +128,10 @@ def _print_results(results: dict[str, Any], out: Path, started: float) -> None:
                     f"{' incl. adaptive' if d.get('adaptive') else ''}): "
                     + ", ".join(f"eps {e}: {100 * v:.1f}%" for e, v in worst.items())
                 )
+    for name, m in results["models"].items():
+        for code, c in m.get("checks", {}).items():
+            if c["status"] == "SUSPECT":
+                console.print(f"  [red]SUSPECT[/red] {name}: {code}: {c['detail']}")
     console.print(
         f"results: {out / 'results.json'}  summary: {out / 'summary.md'}  ({time.perf_counter() - started:.1f} s)"
     )
