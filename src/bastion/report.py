@@ -17,9 +17,10 @@ from typing import Any
 
 from bastion import plots
 from bastion.errors import CheckpointError
+from bastion.experiment import EXPLANATION, comparison_lines, method_table
 from bastion.io import atomic_write_bytes, atomic_write_text
 from bastion.results import read_results
-from bastion.summary import accuracy_rows
+from bastion.summary import _table, accuracy_rows
 
 Table = tuple[list[str], list[list[str]]]
 
@@ -60,10 +61,6 @@ def load_source(path: Path, label: str) -> Source:
     if (path / "results.json").is_file():
         return Source(path, label, [("", read_results(path / "results.json"), None)])
     raise CheckpointError(f"{path} is neither a run folder (results.json) nor an experiment folder (comparison.json)")
-
-
-def _pct(v: float | None) -> str:
-    return "n/a" if v is None else f"{100 * v:.1f}%"
 
 
 def _measured(m: dict[str, Any]) -> str:
@@ -249,37 +246,18 @@ def _overview(sources: list[Source]) -> Section:
 def _statistics(source: Source) -> Section:
     comparison = source.comparison or {}
     sec = Section(f"statistics-{_anchor(source.label)}", f"Statistics across seeds: {comparison.get('experiment', '')}")
-    sec.paragraphs.append(
-        "Means over seeds with 95% Student-t intervals. Pairs of methods are compared by seed (paired t-test, "
-        "Wilcoxon signed-rank) and by test example within a seed (McNemar); p-values are Holm-corrected within "
-        "each family, intervals are not adjusted."
-    )
+    sec.paragraphs.append(EXPLANATION)
     for dataset, block in comparison.get("datasets", {}).items():
         for metric, m in block["metrics"].items():
-            rows = []
-            for method, s in m["by_method"].items():
-                iv = s["interval"]
-                ci = (
-                    "n/a"
-                    if iv["low"] is None or iv["low"] != iv["low"]
-                    else f"[{100 * iv['low']:.1f}, {100 * iv['high']:.1f}]"
-                )
-                rows.append(
-                    [method, _pct(iv["mean"]), ci, str(iv["n"]), ", ".join(f"{100 * v:.1f}" for v in s["values"])]
-                )
-            sec.tables.append((f"{dataset}: {metric}", (["method", "mean", "95% CI (t)", "n seeds", "values"], rows)))
-            for row in m["comparisons"]:
-                if "sentence" in row:
-                    sec.paragraphs.append(f"{dataset}, {metric}: {row['sentence']}")
+            sec.tables.append((f"{dataset}: {metric}", method_table(m["by_method"])))
+            sec.paragraphs += [f"{dataset}, {metric}: {line}" for line in comparison_lines(m["comparisons"])]
     return sec
 
 
 def _md_table(title: str, table: Table) -> str:
     header, rows = table
-    lines = [f"**{title}**", ""] if title else []
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
-    return "\n".join(lines)
+    body = _table(header, [[c.replace("|", "\\|") for c in r] for r in rows])
+    return f"**{title}**\n\n{body}" if title else body
 
 
 def _html_table(title: str, table: Table) -> str:

@@ -31,11 +31,11 @@ class Interval:
     method: str  # "t" or "bootstrap (BCa, 9999 resamples)"
     confidence: float = 0.95
 
-    def to_dict(self) -> dict[str, float | int | str]:
+    def to_dict(self) -> dict[str, float | int | str | None]:
         return {
             "mean": self.mean,
-            "low": self.low,
-            "high": self.high,
+            "low": _finite_or_none(self.low),
+            "high": _finite_or_none(self.high),
             "n": self.n,
             "method": self.method,
             "confidence": self.confidence,
