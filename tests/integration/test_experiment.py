@@ -20,11 +20,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 CONFIG = {
     "name": "resume-test",
-    "methods": ["pgd-at"],
+    "methods": ["standard"],
     "seeds": [0, 1],
-    # Slow enough per epoch (PGD-AT) that the kill lands inside the second run's training.
-    "train": {"epochs": 4, "eps": 0.2, "n_steps": 3, "val_examples": 0, "batch_size": 64},
-    "evaluate": {"suite": "quick", "eps": [0.1, 0.2], "n_examples": 60, "checks_examples": 20},
+    # Four epochs: the kill lands between the second run's first checkpoint and its end (polled every 20 ms).
+    "train": {"epochs": 4, "val_examples": 0, "batch_size": 64},
+    "evaluate": {"suite": "quick", "eps": [0.1, 0.2], "n_examples": 40, "checks_examples": 20},
     "transfer_examples": 0,
 }
 
@@ -39,7 +39,7 @@ def _start(config: Path, out: Path) -> subprocess.Popen[bytes]:
 def test_killed_experiment_resumes_and_keeps_finished_runs(tmp_path: Path) -> None:
     config, out = tmp_path / "exp.yaml", tmp_path / "out"
     config.write_text(yaml.safe_dump(CONFIG))
-    first, second = out / "runs/digits/pgd-at/seed-0", out / "runs/digits/pgd-at/seed-1"
+    first, second = out / "runs/digits/standard/seed-0", out / "runs/digits/standard/seed-1"
     proc = _start(config, out)
     deadline = time.monotonic() + 240
     try:
@@ -60,14 +60,14 @@ def test_killed_experiment_resumes_and_keeps_finished_runs(tmp_path: Path) -> No
     output = proc.communicate(timeout=300)[0].decode()
     assert proc.returncode == 0, output
     assert ((first / "results.json").read_bytes(), (first / DONE).stat().st_mtime_ns) == finished
-    resumed = json.loads((second / "results.json").read_text())["models"]["pgd-at"]["training"]
+    resumed = json.loads((second / "results.json").read_text())["models"]["standard"]["training"]
     assert resumed["resumed_at_epoch"] is not None and resumed["resumed_at_epoch"] >= 1
     provenance = json.loads((second / "provenance.json").read_text())
     assert provenance["seed"] == 1 and provenance["packages"]["torch"] and "commit" in provenance["git"]
-    checks = json.loads((second / "results.json").read_text())["models"]["pgd-at"]["checks"]
+    checks = json.loads((second / "results.json").read_text())["models"]["standard"]["checks"]
     assert {"gradient-health", "unbounded-eps-reaches-zero"} <= set(checks)
     comparison = json.loads((out / "comparison.json").read_text())
-    clean = comparison["datasets"]["digits"]["metrics"]["clean"]["by_method"]["pgd-at"]
+    clean = comparison["datasets"]["digits"]["metrics"]["clean"]["by_method"]["standard"]
     assert clean["seeds"] == [0, 1] and clean["interval"]["method"] == "t" and clean["interval"]["n"] == 2
 
 
