@@ -88,3 +88,59 @@ def test_dataset_folder_names_are_safe_and_unique() -> None:
     assert slug("digits") == "digits"
     a, b = slug("mnist:/data/a b"), slug("mnist:/data/a_b")
     assert a != b and "/" not in a and ":" not in a
+
+
+def _fake_run(run_dir: Path, method: str, seed: int, clean: list[bool], robust: list[bool]) -> None:
+    """A finished run folder as `run_job` leaves it, without training anything."""
+    from bastion.io import atomic_write_json
+    from bastion.results import new_results, write_results
+
+    results = new_results(command="evaluate", data="digits", seed=seed, split={"index_digest": f"split-{seed}"})
+    results["models"][method] = {
+        "path": f"models/{method}",
+        "clean_accuracy": sum(clean) / len(clean),
+        "n_examples": len(clean),
+        "robust_accuracy": {"pgd-10": {"0.1": sum(robust) / len(robust)}},
+    }
+    write_results(run_dir / "results.json", results)
+    bits = {"clean": "".join("1" if c else "0" for c in clean), "robust": {"pgd-10": {"0.1": ""}}}
+    bits["robust"]["pgd-10"]["0.1"] = "".join("1" if c else "0" for c in robust)
+    atomic_write_json(run_dir / "outcomes.json", {method: bits})
+    atomic_write_json(run_dir / DONE, {"wall_time_s": 1.0, "peak_rss_mb": 100.0})
+
+
+def test_comparison_pairs_by_seed_and_by_example(tmp_path: Path) -> None:
+    from bastion.experiment import compare, comparison_markdown
+
+    cfg = ExperimentConfig.parse(
+        {"methods": ["a", "b"], "seeds": [0, 1, 2, 3], "baseline": "b", "transfer_examples": 0}
+    )
+    n = 100
+    for seed in cfg.seeds:
+        # a is right on 80 + seed examples, b on 60: a wins by 20 + seed points on the same examples
+        _fake_run(
+            tmp_path / f"runs/digits/a/seed-{seed}",
+            "a",
+            seed,
+            [i < 80 + seed for i in range(n)],
+            [i < 50 for i in range(n)],
+        )
+        _fake_run(
+            tmp_path / f"runs/digits/b/seed-{seed}", "b", seed, [i < 60 for i in range(n)], [i < 50 for i in range(n)]
+        )
+    comparison = compare(cfg, tmp_path)
+    clean = comparison["datasets"]["digits"]["metrics"]["clean"]
+    assert clean["by_method"]["a"]["values"] == [0.8, 0.81, 0.82, 0.83]
+    row = clean["comparisons"][0]
+    assert (row["a"], row["b"], row["seeds"]) == ("a", "b", [0, 1, 2, 3])
+    assert row["paired_t"]["test"] == "paired t-test" and row["paired_t"]["n"] == 4
+    assert row["paired_t"]["difference"] == pytest.approx(0.215)
+    assert row["paired_t"]["correction"] == "Holm over 2"  # clean and robust@0.1
+    assert row["sentence"].startswith("a beats b by 21.5 points [")
+    assert "(paired t-test, n = 4 seeds, Holm over 2)" in row["sentence"]
+    assert [m["seed"] for m in row["mcnemar"]] == [0, 1, 2, 3]
+    assert row["mcnemar"][0]["n"] == n and row["mcnemar"][0]["difference"] == pytest.approx(0.2)
+    robust = comparison["datasets"]["digits"]["metrics"]["robust@0.1"]["comparisons"][0]
+    assert robust["mcnemar"][0]["p_value"] == 1.0  # identical outcomes: no discordant pair
+    text = comparison_markdown(comparison)
+    assert "| a | 81.5% |" in text and "McNemar (exact), n = 100 examples" in text  # 20-23 discordant pairs
