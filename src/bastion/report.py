@@ -197,9 +197,33 @@ def build_sections(sources: list[Source]) -> list[Section]:
             caption="Training cost against worst-case robust accuracy at the largest eps; the dashed "
             "line joins the Pareto-optimal models. Peak memory is shown when measured "
             "(experiments: the peak resident memory of the process that ran the run).",
+            tables=[("", _cost_table(cost))] if cost else [],
         )
     )
     return [s for s in sections if s.figure is not None or s.tables or s.paragraphs]
+
+
+def _cost_table(cost: list[dict[str, Any]]) -> Table:
+    header = [
+        "model",
+        "robust accuracy",
+        "eps",
+        "training gradient evaluations",
+        "training wall time (s)",
+        "peak RSS (MB)",
+    ]
+    rows = [
+        [
+            r["label"],
+            f"{100 * r['robust']:.1f}%",
+            str(r["eps"]),
+            f"{r['gradient_evaluations']:,}",
+            f"{r['wall_time_s']:.1f}",
+            "n/a" if r.get("peak_rss_mb") is None else f"{r['peak_rss_mb']:.0f}",
+        ]
+        for r in cost
+    ]
+    return header, rows
 
 
 def _first_seed(sources: list[Source]) -> str:

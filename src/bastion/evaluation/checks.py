@@ -79,6 +79,11 @@ class Check:
         return {"status": self.status, "detail": self.detail, "measured": self.measured}
 
 
+def _beyond(excess: float, tolerance: float) -> bool:
+    """excess > tolerance, with float round-off ignored (a 3-point drop is not beyond a 0.03 tolerance)."""
+    return excess > tolerance + 1e-9
+
+
 def _r(v: float) -> float:
     return round(float(v), 6)
 
@@ -97,7 +102,7 @@ def monotone_in_eps(ev: Evaluation, tol: float) -> Check:
     for attack, by_eps in _table(ev).items():
         previous, prev_eps = ev.clean_accuracy, 0.0
         for eps in sorted(by_eps):
-            if by_eps[eps] > previous + tol:
+            if _beyond(by_eps[eps] - previous, tol):
                 rises.append(
                     {"attack": attack, "from_eps": prev_eps, "to_eps": eps, "rise": _r(by_eps[eps] - previous)}
                 )
@@ -125,7 +130,7 @@ def fgsm_not_stronger(ev: Evaluation, tol: float) -> Check:
         pgd_acc = min((v[eps] for v in iterative.values() if eps in v), default=None)
         if pgd_acc is not None:
             rows.append({"eps": eps, "fgsm": _r(fgsm_acc), "pgd": _r(pgd_acc)})
-    bad = [r for r in rows if r["fgsm"] < r["pgd"] - tol]
+    bad = [r for r in rows if _beyond(r["pgd"] - r["fgsm"], tol)]
     status = SUSPECT if bad else PASS
     detail = "FGSM finds more than PGD" if bad else "PGD is at least as strong as FGSM"
     return Check("fgsm-not-stronger-than-pgd", status, detail, {"by_eps": rows, "tolerance": tol})
@@ -144,7 +149,7 @@ def white_box_beats_black_box(ev: Evaluation, tol: float) -> Check:
         b = {a: v[eps] for a, v in black.items() if eps in v}
         if w and b:
             rows.append({"eps": eps, "white_box": _r(min(w.values())), "black_box": _r(min(b.values()))})
-    bad = [r for r in rows if r["white_box"] > r["black_box"] + tol]
+    bad = [r for r in rows if _beyond(r["white_box"] - r["black_box"], tol)]
     status = SUSPECT if bad else PASS
     detail = "a black-box or transfer attack beats every white-box one" if bad else "white-box attacks are strongest"
     return Check("white-box-beats-black-box", status, detail, {"by_eps": rows, "tolerance": tol})
@@ -289,7 +294,7 @@ def converged(
         "stronger": {"n_steps": stronger.n_steps, "n_restarts": stronger.n_restarts},
         "tolerance": s.tolerance,
     }
-    if accs[0] - accs[1] > s.tolerance:
+    if _beyond(accs[0] - accs[1], s.tolerance):
         return Check(
             "attack-converged",
             SUSPECT,
@@ -325,7 +330,7 @@ def noise_weaker(
         "attack_accuracy": _r(best),
         "tolerance": s.tolerance,
     }
-    if noise_acc < best - s.tolerance:
+    if _beyond(best - noise_acc, s.tolerance):
         return Check(
             "noise-weaker-than-attack",
             SUSPECT,
