@@ -406,14 +406,12 @@ def comparison_markdown(comparison: dict[str, Any]) -> str:
         t = block.get("transfer")
         if t:
             targets = list(next(iter(t["accuracy"].values())))
+            rows = [[source, *(f"{100 * row[x]:.1f}%" for x in targets)] for source, row in t["accuracy"].items()]
             lines += [
                 "",
                 f"### Transfer ({t['attack']} at eps {t['eps']}, {t['n_examples']} examples; rows = source, "
                 "accuracy of the column model)",
                 "",
-                "| source | " + " | ".join(targets) + " |",
-                "|---|" + "---|" * len(targets),
+                _table(["source", *targets], rows),
             ]
-            for source, row in t["accuracy"].items():
-                lines.append(f"| {source} | " + " | ".join(f"{100 * row[x]:.1f}%" for x in targets) + " |")
     return "\n".join(lines) + "\n"

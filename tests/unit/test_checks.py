@@ -84,3 +84,23 @@ def test_table_checks_flag_the_classic_inconsistencies(standard_model: nn.Module
     consistent = _ev({"pgd-10": {"0.05": 0.5, "0.1": 0.3}, "fgsm": {"0.05": 0.6, "0.1": 0.4}, "square": {"0.1": 0.5}})
     checks = run_checks(standard_model, test, consistent, {}, threat, [0.05, 0.1], CheckSettings(n_examples=0))
     assert suspects(checks) == []
+
+
+def test_randomized_defense_needs_eot_and_a_detector_needs_a_detector_aware_attack(standard_model: nn.Module) -> None:
+    from bastion.defenses.detectors.mahalanobis import MahalanobisDetector
+    from bastion.defenses.pipeline import DefendedClassifier
+    from bastion.defenses.transforms import GaussianNoise
+    from bastion.evaluation.checks import detector_aware, eot_for_randomized
+
+    defended = DefendedClassifier(standard_model, [GaussianNoise(sigma=0.05)], MahalanobisDetector(standard_model))
+    naive = _ev({})
+    naive.defense = {"adaptive_attacks": ["bpda-pgd", "transfer-pgd"]}
+    assert eot_for_randomized(defended, naive).status == SUSPECT
+    assert detector_aware(defended, naive).status == SUSPECT
+    adaptive = _ev({})
+    adaptive.defense = {"adaptive_attacks": ["eot-pgd", "detector-aware-pgd", "transfer-pgd"]}
+    assert eot_for_randomized(defended, adaptive).status == PASS
+    assert detector_aware(defended, adaptive).status == PASS
+    bare = DefendedClassifier(standard_model)
+    assert eot_for_randomized(bare, adaptive).status == SKIPPED
+    assert detector_aware(bare, adaptive).status == SKIPPED

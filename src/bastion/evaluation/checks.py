@@ -161,33 +161,41 @@ def _defense(model: nn.Module) -> Any:
     return model if isinstance(model, DefendedClassifier) else None
 
 
+def _adaptive_attack_ran(code: str, ev: Evaluation, attack: str, applies: str | None, ok: str, missing: str) -> Check:
+    """``attack`` must be among the evaluation's adaptive attacks; ``applies`` None = the check does not apply."""
+    if applies is not None:
+        return Check(code, SKIPPED, applies)
+    used = list((ev.defense or {}).get("adaptive_attacks", []))
+    return Check(
+        code, PASS if attack in used else SUSPECT, ok if attack in used else missing, {"adaptive_attacks": used}
+    )
+
+
 def eot_for_randomized(model: nn.Module, ev: Evaluation) -> Check:
     from bastion.evaluation.defense import is_randomized_defense
 
     defended = _defense(model)
-    if defended is None or not is_randomized_defense(defended):
-        return Check("eot-for-randomized-defense", SKIPPED, "the model is not randomized")
-    used = list((ev.defense or {}).get("adaptive_attacks", []))
-    ok = "eot-pgd" in used
-    return Check(
+    randomized = defended is not None and is_randomized_defense(defended)
+    return _adaptive_attack_ran(
         "eot-for-randomized-defense",
-        PASS if ok else SUSPECT,
-        "EOT-PGD attacked the randomized defense" if ok else "a randomized defense was attacked without EOT",
-        {"adaptive_attacks": used},
+        ev,
+        "eot-pgd",
+        None if randomized else "the model is not randomized",
+        "EOT-PGD attacked the randomized defense",
+        "a randomized defense was attacked without EOT",
     )
 
 
 def detector_aware(model: nn.Module, ev: Evaluation) -> Check:
     defended = _defense(model)
-    if defended is None or defended.detector is None:
-        return Check("detector-aware-attack", SKIPPED, "the model has no detector")
-    used = list((ev.defense or {}).get("adaptive_attacks", []))
-    ok = "detector-aware-pgd" in used
-    return Check(
+    has_detector = defended is not None and defended.detector is not None
+    return _adaptive_attack_ran(
         "detector-aware-attack",
-        PASS if ok else SUSPECT,
-        "a detector-aware attack was run" if ok else "the detector was only attacked by attacks that ignore it",
-        {"adaptive_attacks": used},
+        ev,
+        "detector-aware-pgd",
+        None if has_detector else "the model has no detector",
+        "a detector-aware attack was run",
+        "the detector was only attacked by attacks that ignore it",
     )
 
 
