@@ -128,6 +128,10 @@ def _print_results(results: dict[str, Any], out: Path, started: float) -> None:
                     f"{' incl. adaptive' if d.get('adaptive') else ''}): "
                     + ", ".join(f"eps {e}: {100 * v:.1f}%" for e, v in worst.items())
                 )
+    for name, m in results["models"].items():
+        for code, c in m.get("checks", {}).items():
+            if c["status"] == "SUSPECT":
+                console.print(f"  [red]SUSPECT[/red] {name}: {code}: {c['detail']}")
     console.print(
         f"results: {out / 'results.json'}  summary: {out / 'summary.md'}  ({time.perf_counter() - started:.1f} s)"
     )
@@ -255,6 +259,50 @@ def demo(
         with _progress() as hooks:
             results = run_demo(cfg, out, quick=quick, hooks=hooks)
         _print_results(results, out, started)
+
+    _run(job)
+
+
+@app.command()
+def experiment(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML: methods, datasets, seeds, train, evaluate.")],
+    out: OutOpt = Path("runs/experiment"),
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Runs trained in parallel processes.")] = 1,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Methods x datasets x seeds, one folder per run (rerun to resume), then statistics across seeds."""
+    from bastion.experiment import ExperimentConfig, run_experiment
+
+    _setup_logging(verbose)
+    started = time.perf_counter()
+
+    def job() -> None:
+        cfg = ExperimentConfig.from_yaml(config)
+        comparison = run_experiment(cfg, out, n_jobs=jobs)
+        for dataset, block in comparison["datasets"].items():
+            for metric, m in block["metrics"].items():
+                for row in m["comparisons"]:
+                    if "sentence" in row:
+                        console.print(f"{dataset} {metric}: {row['sentence']}")
+        console.print(f"comparison: {out / 'comparison.md'}  ({time.perf_counter() - started:.1f} s)")
+
+    _run(job)
+
+
+@app.command()
+def report(
+    paths: Annotated[list[Path], typer.Argument(help="Run folders and/or experiment folders.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write (Markdown next to it).")] = Path(
+        "runs/report.html"
+    ),
+    title: Annotated[str, typer.Option("--title", help="Report title.")] = "bastion report",
+) -> None:
+    """One self-contained HTML report (figures embedded, no network) plus Markdown from finished runs."""
+    from bastion.report import write_report
+
+    def job() -> None:
+        html_path, md_path = write_report(paths, out, title)
+        console.print(f"report: {html_path}  markdown: {md_path}")
 
     _run(job)
 

@@ -117,6 +117,7 @@ class EvalConfig(_Config):
     batch_size: int = Field(default=256, ge=1)
     on_bad_rows: Literal["drop", "raise"] = "drop"  # tabular data: drop and report bad rows, or stop
     save_adversarial: str | None = None  # tabular data: write adversarial records in the input's format
+    checks_examples: int = Field(default=100, ge=0)  # test examples for the sanity checks' attacks (0: off)
 
     @field_validator("eps")
     @classmethod
@@ -156,3 +157,4 @@ class DemoConfig(_Config):
     suite: str = "default"
     defense: DefenseConfig = Field(default_factory=DefenseConfig)
     n_examples: int | None = Field(default=None, ge=1)
+    checks_examples: int = Field(default=100, ge=0)

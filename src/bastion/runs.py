@@ -31,8 +31,9 @@ from bastion.defenses.store import build_defense, load_defense, save_defense
 from bastion.errors import CheckpointError, ConfigError
 from bastion.evaluation import distributed
 from bastion.evaluation.accuracy import accuracy
+from bastion.evaluation.checks import CheckSettings, run_checks
 from bastion.evaluation.defense import evaluate_defense
-from bastion.evaluation.evaluate import CellHook, eps_key, evaluate
+from bastion.evaluation.evaluate import CellHook, Evaluation, eps_key, evaluate
 from bastion.evaluation.suites import build_suite
 from bastion.io import atomic_write_json, atomic_write_text
 from bastion.models.registry import Architecture, build_model, normalization_stats
@@ -54,11 +55,17 @@ class Hooks:
     on_batch: BatchHook | None = None
     on_cell: CellHook | None = None
     on_schedule: Callable[[str, list[dict[str, Any]]], None] | None = None
+    #: Called with (model name, Evaluation) after each model of ``run_evaluate``: per-example outcomes.
+    on_evaluation: Callable[[str, Evaluation], None] | None = None
 
     def stage(self, text: str) -> None:
         log.info(text)
         if self.on_stage is not None:
             self.on_stage(text)
+
+
+def _check_settings(n_examples: int, seed: int) -> CheckSettings:
+    return CheckSettings(n_examples=n_examples, seed=seed)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -318,6 +325,9 @@ def run_evaluate(path: Path, cfg: EvalConfig, out: Path, hooks: Hooks | None = N
             batch_size=cfg.batch_size,
             on_cell=hooks.on_cell,
         )
+        ev.checks = run_checks(model, test, ev, suite, threat, cfg.eps, _check_settings(cfg.checks_examples, cfg.seed))
+        if hooks.on_evaluation is not None:
+            hooks.on_evaluation(name, ev)
         if ev.records is not None:
             records[name] = ev.records
         entry = {"path": str(model_dir), **ev.to_dict()}
@@ -339,6 +349,11 @@ def run_evaluate(path: Path, cfg: EvalConfig, out: Path, hooks: Hooks | None = N
                 batch_size=cfg.batch_size,
                 on_cell=hooks.on_cell,
             )
+            dev.checks = run_checks(
+                defended, test, dev, suite, threat, cfg.eps, _check_settings(cfg.checks_examples, cfg.seed)
+            )
+            if hooks.on_evaluation is not None:
+                hooks.on_evaluation(f"{name}+defense", dev)
             results["models"][f"{name}+defense"] = {"path": str(defense_dir), **dev.to_dict()}
     if not distributed.is_main():
         return results
@@ -416,6 +431,7 @@ def run_demo(cfg: DemoConfig, out: Path, *, quick: bool = False, hooks: Hooks | 
         )
         hooks.stage(f"evaluating {name} on {len(test)} test examples")
         ev, _ = evaluate(model, test, suite, threat, cfg.eps, seed=cfg.seed, on_cell=hooks.on_cell)
+        ev.checks = run_checks(model, test, ev, suite, threat, cfg.eps, _check_settings(cfg.checks_examples, cfg.seed))
         results["models"][name] = {"path": f"models/{name}", **ev.to_dict(), "training": record.to_dict()}
     robust = trained["progressive-trades"]
     defended = build_defense(robust, cfg.defense, data.train.to(device), data.val.to(device), domain=data.spec.domain)
@@ -432,6 +448,7 @@ def run_demo(cfg: DemoConfig, out: Path, *, quick: bool = False, hooks: Hooks | 
         adaptive=cfg.defense.adaptive,
         adaptive_steps=cfg.defense.adaptive_steps,
     )
+    dev.checks = run_checks(defended, test, dev, suite, threat, cfg.eps, _check_settings(cfg.checks_examples, cfg.seed))
     results["models"]["progressive-trades+defense"] = {
         "path": "defenses/progressive-trades",
         **dev.to_dict(),

@@ -167,6 +167,7 @@ def to_markdown(results: dict[str, Any]) -> str:
             + ("; `ensemble` = per-input worst case over all attacks." if "ensemble" in d["failure_rate"] else ".")
         )
     out += tabular_section(results)
+    out += checks_section(results)
     notes = results.get("notes")
     if notes:
         out += ["", "## Notes", "", *[f"- {note}" for note in notes]]
@@ -213,4 +214,28 @@ def tabular_section(results: dict[str, Any]) -> list[str]:
                 )
     header = ["model", "attack", "eps", "robust (detected)", "valid", "unconstrained claim", "unconstr. valid"]
     out.append(_table([*header, "precision", "recall", "MCC"], rows))
+    return out
+
+
+def checks_section(results: dict[str, Any]) -> list[str]:
+    """The sanity checks (bastion.evaluation.checks): counts per model, and every SUSPECT one spelled out."""
+    models = {n: m["checks"] for n, m in results["models"].items() if m.get("checks")}
+    if not models:
+        return []
+    out = [
+        "",
+        "## Sanity checks",
+        "",
+        "SUSPECT = the numbers above show a classic sign of gradient masking or a weak attack (docs/checks.md).",
+        "",
+    ]
+    rows = []
+    for name, checks in models.items():
+        counts = {s: sum(c["status"] == s for c in checks.values()) for s in ("pass", "SUSPECT", "skipped")}
+        rows.append([name, *(str(counts[s]) for s in ("pass", "SUSPECT", "skipped"))])
+    out.append(_table(["model", "pass", "SUSPECT", "skipped"], rows))
+    for name, checks in models.items():
+        for code, c in checks.items():
+            if c["status"] == "SUSPECT":
+                out.append(f"- **SUSPECT** `{name}` {code}: {c['detail']}")
     return out

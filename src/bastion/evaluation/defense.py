@@ -36,7 +36,7 @@ def adaptive_attacks(
     - ``detector-aware-pgd`` when there is a detector: the same plus ``-lambda * max(0, margin + kappa)``;
     - ``transfer-pgd``: PGD crafted on the undefended model, replayed on the defense.
     """
-    randomized = bool(getattr(defended, "randomized", False)) or any(is_randomized(t) for t in defended.transforms)
+    randomized = is_randomized_defense(defended)
     eot = eot_samples if randomized else 1
     attacks: dict[str, Attack] = {}
     attacks["eot-pgd" if randomized else "bpda-pgd"] = AdaptivePGD(n_steps=n_steps, eot_samples=eot)
@@ -44,6 +44,11 @@ def adaptive_attacks(
         attacks["detector-aware-pgd"] = AdaptivePGD(n_steps=n_steps, eot_samples=eot, detector_weight=detector_weight)
     attacks["transfer-pgd"] = Transfer(base=PGD(n_steps=n_steps))
     return attacks
+
+
+def is_randomized_defense(defended: DefendedClassifier) -> bool:
+    """True when any part (transforms, model, detector) draws randomness: the evaluation then needs EOT."""
+    return bool(getattr(defended, "randomized", False)) or any(is_randomized(t) for t in defended.transforms)
 
 
 def auroc(clean_scores: Tensor, adv_scores: Tensor) -> float | None:
@@ -55,6 +60,20 @@ def auroc(clean_scores: Tensor, adv_scores: Tensor) -> float | None:
     labels = torch.cat([torch.zeros(clean_scores.numel()), torch.ones(adv_scores.numel())])
     scores = torch.cat([clean_scores.cpu().double(), adv_scores.cpu().double()])
     return round(float(roc_auc_score(labels.numpy(), scores.numpy())), 6)
+
+
+def roc_points(clean_scores: Tensor, adv_scores: Tensor, n_points: int = 51) -> dict[str, list[float]] | None:
+    """The ROC curve (adversarial = positive) sampled at ``n_points`` evenly spaced false-positive rates."""
+    if clean_scores.numel() == 0 or adv_scores.numel() == 0:
+        return None
+    import numpy as np
+    from sklearn.metrics import roc_curve
+
+    labels = np.r_[np.zeros(clean_scores.numel()), np.ones(adv_scores.numel())]
+    scores = np.r_[clean_scores.cpu().double().numpy(), adv_scores.cpu().double().numpy()]
+    fpr, tpr, _ = roc_curve(labels, scores)
+    grid = np.linspace(0.0, 1.0, n_points)
+    return {"fpr": [round(float(v), 4) for v in grid], "tpr": [round(float(v), 4) for v in np.interp(grid, fpr, tpr)]}
 
 
 def median_time(fn: Callable[[], object], repeats: int = 5) -> float:
@@ -162,6 +181,8 @@ def evaluate_defense(
         _set(report["failure_rate"], name, eps, round(float(failed.float().mean()), 6))
         _set(report["failure_rate_ci"], name, eps, [round(v, 6) for v in wilson(int(failed.sum()), n)])
         _set(report["auroc"], name, eps, auroc(clean.scores, d.scores[fooled]) if detector is not None else None)
+        if detector is not None and eps == max(eps_values):
+            _set(report.setdefault("roc", {}), name, eps, roc_points(clean.scores, d.scores[fooled]))
     if len(suite) > 1:
         for eps, failed in worst.items():
             _set(report["failure_rate"], ENSEMBLE, eps, round(float(failed.float().mean()), 6))

@@ -45,6 +45,12 @@ class Evaluation:
     defense: dict[str, Any] | None = None
     #: Per-example records of a sequential (worst-case) suite; written next to results.json, not into it.
     records: dict[str, Any] | None = None
+    #: Per-example outcomes (attack -> eps key -> (N,) bool, CPU) and labels: McNemar tests and per-class rates.
+    outcomes: dict[str, dict[str, Tensor]] = field(default_factory=dict)
+    clean_correct: Tensor | None = None
+    labels: Tensor | None = None
+    #: Sanity checks (bastion.evaluation.checks): code -> {status, detail, measured}.
+    checks: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -59,7 +65,33 @@ class Evaluation:
         }
         if self.defense is not None:
             out["defense"] = self.defense
+        out.update(self.per_class())
+        if self.checks is not None:
+            out["checks"] = self.checks
         return out
+
+    def per_class(self) -> dict[str, Any]:
+        """Clean and worst-case robust accuracy per class (None for a class absent from the test set)."""
+        if self.labels is None or self.clean_correct is None:
+            return {}
+        labels: Tensor = self.labels
+        n_classes = int(labels.max()) + 1 if labels.numel() else 0
+
+        def rates(correct: Tensor) -> list[float | None]:
+            out: list[float | None] = []
+            for c in range(n_classes):
+                mask = labels == c
+                out.append(round(float(correct[mask].float().mean()), 6) if mask.any() else None)
+            return out
+
+        worst = ENSEMBLE if ENSEMBLE in self.outcomes else next(iter(self.outcomes), None)
+        return {
+            "clean_accuracy_per_class": rates(self.clean_correct),
+            "robust_accuracy_per_class": {
+                "attack": worst,
+                "by_eps": {e: rates(c) for e, c in self.outcomes.get(worst, {}).items()} if worst else {},
+            },
+        }
 
 
 def _set(table: dict[str, dict[str, Any]], attack: str, eps: float, value: Any) -> None:
@@ -104,6 +136,7 @@ def evaluate(
     clean_correct = predict(model, test.x) == test.y
     n = len(test)
     ev = Evaluation(clean_accuracy=float(clean_correct.float().mean()), n_examples=n)
+    ev.clean_correct, ev.labels = clean_correct.cpu(), test.y.cpu()
     adversarial: dict[tuple[str, float], Tensor] = {}
     total, done = len(attacks) * len(eps_values), 0
     for eps in eps_values:
@@ -136,6 +169,7 @@ def evaluate(
 
 def _record(ev: Evaluation, name: str, eps: float, correct: Tensor) -> None:
     k, n = int(correct.sum()), int(correct.numel())
+    ev.outcomes.setdefault(name, {})[eps_key(eps)] = correct.detach().cpu()
     _set(ev.robust_accuracy, name, eps, round(k / n, 6) if n else float("nan"))
     _set(ev.robust_accuracy_ci, name, eps, [round(v, 6) for v in wilson(k, n)])
 

@@ -49,6 +49,7 @@ def evaluate_sequential(
     n = len(test)
     clean_correct = predict(model, test.x) == test.y
     ev = Evaluation(clean_accuracy=float(clean_correct.float().mean()), n_examples=n)
+    ev.clean_correct, ev.labels = clean_correct.cpu(), test.y.cpu()
     records: dict[str, Any] = {"index": list(range(n)), "label": test.y.tolist(), "eps": {}}
     adversarial: dict[tuple[str, float], Tensor] = {}
     names = list(attacks)
