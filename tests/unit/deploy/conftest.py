@@ -4,39 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 import torch
+from deploy_fixtures import TABULAR, flow_records
 
 from bastion import checkpoint
 from bastion.bundle import Bundle, export_bundle, load_bundle
 from bastion.config import DefenseConfig
 from bastion.data import Dataset
 from bastion.data.spec import DatasetSpec
-from bastion.data.tabular import Feature, FeatureKind, LinearRelation, TabularPreprocessor, TabularSchema
+from bastion.data.tabular import TabularPreprocessor
 from bastion.data.tabular.domain import TabularDomain
 from bastion.defenses.store import build_defense, save_defense
 from bastion.io import atomic_write_json
 from bastion.models.registry import Architecture, build_model, normalization_stats
 from bastion.results import new_results, write_results
-
-TABULAR = TabularSchema(
-    name="flows",
-    features=(
-        Feature(name="proto", kind=FeatureKind.CATEGORICAL, values=("tcp", "udp"), mutable=False),
-        Feature(name="sent", kind=FeatureKind.INTEGER, bounds=(0, 1000)),
-        Feature(name="total", kind=FeatureKind.INTEGER, bounds=(0, 1000)),
-        Feature(name="rate", kind=FeatureKind.CONTINUOUS, bounds=(0, 1)),
-        Feature(name="flag", kind=FeatureKind.BINARY),
-    ),
-    label="label",
-    classes=("benign", "malicious"),
-    benign=0,
-    relations=(LinearRelation.less_equal("sent", "total", name="sent <= total"),),
-)
-
-FLOW = {"proto": "tcp", "sent": 10, "total": 20, "rate": 0.5, "flag": 1}
 
 
 def _arch(name: str, x: torch.Tensor, spec: DatasetSpec) -> Architecture:
@@ -75,20 +57,6 @@ def image_bundle_path(tmp_path_factory: pytest.TempPathFactory, image_run: Path)
 @pytest.fixture(scope="session")
 def image_bundle(image_bundle_path: Path) -> Bundle:
     return load_bundle(image_bundle_path)
-
-
-def flow_records(n: int, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    total = rng.integers(0, 1001, n)
-    return pd.DataFrame(
-        {
-            "proto": rng.choice(["tcp", "udp"], n).astype(object),
-            "sent": (total * rng.random(n)).astype(np.int64),
-            "total": total.astype(np.int64),
-            "rate": rng.random(n),
-            "flag": rng.integers(0, 2, n).astype(np.int64),
-        }
-    )
 
 
 @pytest.fixture(scope="session")
