@@ -103,7 +103,8 @@ class MicroBatcher(Generic[R]):
             self._queue.put_nowait(_Item(x, future, time.perf_counter()))
         except asyncio.QueueFull:
             raise QueueFull(f"{self.max_queue} requests are already waiting") from None
-        return await asyncio.wait_for(future, timeout_s)
+        async with asyncio.timeout(timeout_s):
+            return await future
 
     async def _collect(self) -> list[_Item[R]]:
         assert self._queue is not None
@@ -114,9 +115,11 @@ class MicroBatcher(Generic[R]):
         while rows < self.max_rows:
             remaining = deadline - time.perf_counter()
             try:
-                item = (
-                    self._queue.get_nowait() if remaining <= 0 else await asyncio.wait_for(self._queue.get(), remaining)
-                )
+                if remaining <= 0:
+                    item = self._queue.get_nowait()
+                else:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation (stop)
+                    async with asyncio.timeout(remaining):
+                        item = await self._queue.get()
             except (asyncio.QueueEmpty, TimeoutError):
                 break
             if rows + len(item.x) > self.max_rows:
