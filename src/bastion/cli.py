@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bastion.errors import BastionError
+from bastion.errors import BastionError, ConfigError
 
 app = typer.Typer(
     add_completion=False,
@@ -306,6 +306,7 @@ def serve(
     audit_log: Annotated[Path | None, typer.Option("--audit-log", help="JSONL file of flagged inputs.")] = None,
     audit_max_bytes: Annotated[int, typer.Option("--audit-max-bytes", help="Rotate the audit log above.")] = 10 << 20,
     no_defense: Annotated[bool, typer.Option("--no-defense", help="Serve the bare model (benchmarks).")] = False,
+    threads: Annotated[int, typer.Option("--threads", help="Torch intra-op threads; 0 = torch's default.")] = 1,
     expect_digest: Annotated[
         str | None, typer.Option("--expect-digest", help="Refuse a bundle whose digest differs.")
     ] = None,
@@ -315,12 +316,17 @@ def serve(
     import os
 
     from bastion.bundle import load_bundle
-    from bastion.service import ServiceSettings
-    from bastion.service import serve as run_service
 
     _setup_logging(verbose)
 
     def job() -> None:
+        try:
+            from bastion.service import ServiceSettings
+            from bastion.service import serve as run_service
+        except ImportError as exc:
+            raise ConfigError(
+                f"bastion serve needs the serve extra ({exc.name} is missing): pip install 'bastion[serve]'"
+            ) from None
         loaded = load_bundle(bundle, expected_digest=expect_digest)
         settings = ServiceSettings(
             max_inputs=max_inputs,
@@ -335,7 +341,7 @@ def serve(
             audit_max_bytes=audit_max_bytes,
         )
         err_console.print(f"serving {loaded.name} from {bundle} on http://{host}:{port} (digest {loaded.digest})")
-        run_service(loaded, settings, host=host, port=port)
+        run_service(loaded, settings, host=host, port=port, threads=threads or None)
 
     _run(job)
 

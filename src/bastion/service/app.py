@@ -312,9 +312,21 @@ async def _audit(audit: AuditLog, request_id: str, x: torch.Tensor, outputs: lis
         await asyncio.to_thread(audit.write, records)
 
 
-def serve(bundle: Bundle, settings: ServiceSettings, *, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Run the service with uvicorn until interrupted (one process; the model call is batched)."""
+def serve(
+    bundle: Bundle, settings: ServiceSettings, *, host: str = "127.0.0.1", port: int = 8000, threads: int | None = 1
+) -> None:
+    """Run the service with uvicorn until interrupted (one process; the model call is batched).
+
+    ``threads`` sets torch's intra-op threads for the process (None: torch's default, one per core).
+    One thread is the default: the micro-batched calls are small, and on a loaded machine several
+    OpenMP threads per call were measured 20-60x slower than one (bench/serve.py, docs/deploy.md).
+    """
     import uvicorn
+
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
 
     if host not in ("127.0.0.1", "localhost", "::1") and settings.token is None:
         log.warning("serving on %s without a bearer token: anyone who can reach the port can query the model", host)

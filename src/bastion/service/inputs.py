@@ -47,6 +47,9 @@ def _where(loc: Loc) -> str:
     return out or "body"
 
 
+_NUMBER_TYPES = frozenset({int, float})
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
@@ -58,10 +61,10 @@ def _check_nested(obj: Any, shape: Sequence[int], loc: Loc) -> None:
         want = f"a list of length {shape[0]}"
         raise RequestError(f"{_where(loc)}: expected {want} (input shape {list(shape)}), got {got}", loc=loc)
     if len(shape) == 1:
-        for j, v in enumerate(obj):
-            if not _is_number(v):
-                raise RequestError(f"{_where((*loc, j))}: expected a number, got {type(v).__name__}", loc=(*loc, j))
-        return
+        if {type(v) for v in obj} <= _NUMBER_TYPES:  # the common case, checked at C speed
+            return
+        j, v = next((j, v) for j, v in enumerate(obj) if not _is_number(v))
+        raise RequestError(f"{_where((*loc, j))}: expected a number, got {type(v).__name__}", loc=(*loc, j))
     for j, row in enumerate(obj):
         _check_nested(row, shape[1:], (*loc, j))
 
