@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import socket
 import statistics
@@ -121,34 +122,71 @@ class Server:
             self.proc.wait()
 
 
-async def load(url: str, bodies: list[bytes], clients: int, n_requests: int, seconds: float) -> dict[str, Any]:
+class Connection:
+    """A minimal HTTP/1.1 keep-alive client over asyncio streams: the load generator must cost far less
+    than the service it measures (httpx's async pool became the bottleneck at 64 connections)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, request: bytes) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        assert self.reader is not None
+        self.writer.write(request)
+        await self.writer.drain()
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = next(
+            int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+        )
+        await self.reader.readexactly(length)
+        return status
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            await self.writer.wait_closed()
+
+
+def http_post(body: bytes) -> bytes:
+    head = "POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    head += f"Content-Length: {len(body)}\r\n\r\n"
+    return head.encode() + body
+
+
+async def load(port: int, requests: list[bytes], clients: int, n_requests: int, seconds: float) -> dict[str, Any]:
     """``clients`` connections sending requests back to back until n_requests or the time limit."""
     latencies: list[float] = []
     errors: dict[str, int] = {}
     sent = 0
     deadline = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
 
-        async def worker(k: int) -> None:
-            nonlocal sent
+    async def worker(k: int) -> None:
+        nonlocal sent
+        connection = Connection(port)
+        try:
             while sent < n_requests and time.perf_counter() < deadline:
                 sent += 1
-                body = bodies[(k + sent) % len(bodies)]
                 started = time.perf_counter()
                 try:
-                    r = await client.post("/v1/predict", content=body, headers={"content-type": "application/json"})
-                    status = str(r.status_code)
-                except httpx.HTTPError as exc:
+                    status = str(await connection.post(requests[(k + sent) % len(requests)]))
+                except (OSError, asyncio.IncompleteReadError) as exc:
                     status = type(exc).__name__
+                    await connection.close()
+                    connection = Connection(port)
                 if status == "200":
                     latencies.append(time.perf_counter() - started)
                 else:
                     errors[status] = errors.get(status, 0) + 1
+        finally:
+            await connection.close()
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(k) for k in range(clients)))
-        wall = time.perf_counter() - started
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(k) for k in range(clients)))
+    wall = time.perf_counter() - started
     return {
         "clients": clients,
         "requests": len(latencies),
@@ -186,13 +224,13 @@ def main() -> None:
         for defend in (True, False):
             with Server(bundle_dir, defend, args.threads) as server:
                 for k in args.inputs_per_request:
-                    bodies = [
-                        httpx.Request("POST", "/", json={"inputs": x[i : i + k].tolist()}).content
+                    requests = [
+                        http_post(json.dumps({"inputs": x[i : i + k].tolist()}).encode())
                         for i in range(0, len(x) - k + 1, k)
                     ]
                     for clients in args.clients:
                         before = server.metrics()
-                        cell = asyncio.run(load(server.url, bodies, clients, args.requests, args.seconds))
+                        cell = asyncio.run(load(server.port, requests, clients, args.requests, args.seconds))
                         after = server.metrics()
                         calls = after["bastion_batch_rows_count"] - before.get("bastion_batch_rows_count", 0)
                         rows = after["bastion_batch_rows_sum"] - before.get("bastion_batch_rows_sum", 0)

@@ -302,7 +302,9 @@ def serve(
     timeout: Annotated[float, typer.Option("--timeout", help="Inference timeout per request, seconds.")] = 10.0,
     max_queue: Annotated[int, typer.Option("--max-queue", help="Requests waiting for the model (503 beyond).")] = 256,
     batch_rows: Annotated[int, typer.Option("--batch-rows", help="Inputs per batched model call.")] = 256,
-    batch_wait_ms: Annotated[float, typer.Option("--batch-wait-ms", help="Wait for requests to batch with.")] = 2.0,
+    batch_wait_ms: Annotated[
+        float, typer.Option("--batch-wait-ms", help="Extra wait for requests to batch with.")
+    ] = 0.0,
     audit_log: Annotated[Path | None, typer.Option("--audit-log", help="JSONL file of flagged inputs.")] = None,
     audit_max_bytes: Annotated[int, typer.Option("--audit-max-bytes", help="Rotate the audit log above.")] = 10 << 20,
     no_defense: Annotated[bool, typer.Option("--no-defense", help="Serve the bare model (benchmarks).")] = False,

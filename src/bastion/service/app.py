@@ -56,7 +56,8 @@ class ServiceSettings:
         timeout_s: longest wait for inference, queueing included (504 after).
         max_queue: requests waiting for the model (503 above).
         batch_rows: inputs per model call when batching concurrent requests.
-        batch_wait_ms: how long a request waits for others to batch with.
+        batch_wait_ms: extra time a request waits for others to batch with; 0 batches only what queued
+            up while the previous model call ran (no added latency at low load).
         token: bearer token every /v1 and /metrics request must present; None = no auth.
         defend: run the bundle's runtime defense (False: the bare model, every input accepted).
         audit_log: JSONL file receiving flagged and rejected inputs; None = no audit log.
@@ -67,7 +68,7 @@ class ServiceSettings:
     timeout_s: float = 10.0
     max_queue: int = 256
     batch_rows: int = 256
-    batch_wait_ms: float = 2.0
+    batch_wait_ms: float = 0.0
     token: str | None = None
     defend: bool = True
     audit_log: Path | None = None

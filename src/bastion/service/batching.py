@@ -1,8 +1,9 @@
 """Micro-batching: concurrent requests share one model call, behind a bounded queue.
 
-One worker task takes the oldest waiting request, then keeps collecting requests for at most
-``max_wait_s`` or until ``max_rows`` inputs are gathered, runs the model once on the concatenation in a
-worker thread (the event loop keeps accepting requests meanwhile), and hands each request its slice.
+One worker task takes the oldest waiting request, then collects the requests already waiting (and, with
+``max_wait_s`` > 0, those arriving within that time) up to ``max_rows`` inputs, runs the model once on
+the concatenation in a worker thread (the event loop keeps accepting requests meanwhile, so under load
+the next batch fills up during the current call), and hands each request its slice.
 The queue holds at most ``max_queue`` requests; ``submit`` raises :class:`QueueFull` beyond that, so load
 above capacity is refused (HTTP 503) instead of growing memory. A request whose caller gave up (timeout,
 disconnect) is skipped if it has not run yet.
@@ -55,7 +56,7 @@ class MicroBatcher(Generic[R]):
         fn: Callable[[Tensor], Sequence[R]],
         *,
         max_rows: int = 256,
-        max_wait_s: float = 0.002,
+        max_wait_s: float = 0.0,
         max_queue: int = 256,
         on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
