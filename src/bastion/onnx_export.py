@@ -49,7 +49,7 @@ def to_onnx(module: nn.Module, example: Tensor, *, opset: int = OPSET) -> bytes:
         torch.onnx.export(
             module.eval(),
             (example,),
-            buf,
+            buf,  # type: ignore[arg-type]  # the TorchScript exporter writes to file objects too
             dynamo=False,
             opset_version=opset,
             input_names=["x"],
