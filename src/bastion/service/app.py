@@ -261,12 +261,20 @@ def create_app(bundle: Bundle, settings: ServiceSettings | None = None) -> ASGIA
         for out in outputs:
             metrics.inputs.labels(decision=out["decision"]).inc()
         if audit is not None:
-            await _audit(audit, request_id, x, outputs)
+            try:
+                await _audit(audit, request_id, x, outputs)
+            except OSError:  # the answer still goes out; the gap is logged and counted
+                log.exception("audit log write failed for request %s", request_id)
+                metrics.audit_errors.inc()
         body = {"request_id": request_id, "model": bundle.name, "defended": predictor.defended, "outputs": outputs}
         return JSONResponse(body, headers={"X-Request-ID": request_id})
 
     async def _parse(request: Request) -> torch.Tensor:
-        body = await _read_body(request, settings.max_body_bytes)
+        try:
+            async with asyncio.timeout(settings.timeout_s):  # a trickled body must not hold a slot forever
+                body = await _read_body(request, settings.max_body_bytes)
+        except TimeoutError:
+            raise RequestError(f"request body not received within {settings.timeout_s:g} s", status=408) from None
         ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
         if ctype == "multipart/form-data":
             form = await request.form(max_files=settings.max_inputs + 1, max_fields=settings.max_inputs + 1)

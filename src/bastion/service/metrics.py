@@ -47,6 +47,9 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.audit_errors = Counter(
+            "bastion_audit_errors", "Flagged inputs that could not be written to the audit log", registry=self.registry
+        )
         for decision in ("accept", "flag", "reject"):
             self.inputs.labels(decision=decision)
 

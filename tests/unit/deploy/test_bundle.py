@@ -104,3 +104,19 @@ def test_tabular_bundle_carries_the_feature_schema(tabular_bundle) -> None:
     assert list(schema) == ["proto", "sent", "total", "rate", "flag"]
     assert schema["proto"] == {"name": "proto", "type": "categorical", "categories": ["tcp", "udp"], "mutable": False}
     assert tabular_bundle.manifest["defense"] is None and tabular_bundle.manifest["robustness"] is None
+
+
+def test_cli_export_and_serve_report_errors_cleanly(image_run: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from bastion.cli import app
+
+    runner = CliRunner()
+    ok = runner.invoke(app, ["export", str(image_run), "--out", str(tmp_path / "b")])
+    assert ok.exit_code == 0, ok.output
+    digest = load_bundle(tmp_path / "b").digest
+    assert digest in ok.output.replace("\n", "")
+    again = runner.invoke(app, ["export", str(image_run), "--out", str(tmp_path / "b")])
+    assert again.exit_code == 2 and "already exists" in " ".join(again.output.split())  # rich wraps lines
+    wrong = runner.invoke(app, ["serve", str(tmp_path / "b"), "--expect-digest", "0" * 64])
+    assert wrong.exit_code == 2 and "differs from the expected" in " ".join(wrong.output.split())

@@ -205,3 +205,12 @@ def test_ensemble_votes_are_reported(image_bundle, digits) -> None:
     outs = Predictor(Defense(ensemble, domain=image_bundle.spec.domain), image_bundle.spec)(digits.test.x[:4])
     labels = image_bundle.model(digits.test.x[:4]).argmax(1).tolist()
     assert [o["votes"] for o in outs] == [[y, y] for y in labels]
+
+
+def test_a_failing_audit_log_does_not_fail_the_request(image_bundle, tmp_path: Path) -> None:
+    audit = tmp_path / "audit.jsonl"
+    with TestClient(create_app(image_bundle, ServiceSettings(audit_log=audit))) as c:
+        audit.mkdir()  # writes now fail with IsADirectoryError
+        r = c.post("/v1/predict", json={"inputs": [[[[0.5] * 8] * 8]]})
+        assert r.status_code == 200 and r.json()["outputs"][0]["decision"] == "reject"
+        assert "bastion_audit_errors_total 1.0" in c.get("/metrics").text

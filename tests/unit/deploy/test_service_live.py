@@ -21,7 +21,7 @@ from deploy_fixtures import LiveServer  # noqa: E402
 from bastion.service import ServiceSettings, create_app  # noqa: E402
 from bastion.service.engine import Predictor  # noqa: E402
 
-FUZZ = settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+FUZZ = settings(max_examples=30, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def test_openapi_driven_fuzzing_never_gives_a_server_error(live) -> None:
     schema = schemathesis.openapi.from_dict(app.app.openapi())
     seen: set[int] = set()
     positive, negative = schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE
-    plan = (("/v1/predict", "POST", 40, (positive, negative)), ("/v1/model", "GET", 3, (positive,)))
+    plan = (("/v1/predict", "POST", 30, (positive, negative)), ("/v1/model", "GET", 3, (positive,)))
     for path, method, n, modes in plan:  # GETs take no parameters: nothing to negate
         operation = schema[path][method]
         for mode in modes:
@@ -152,3 +152,11 @@ def test_audit_log_rotation_bounds_disk_use(tmp_path: Path) -> None:
     assert all((tmp_path / f).stat().st_size <= 2048 for f in files)
     kept = [json.loads(line)["i"] for f in reversed(files) for line in (tmp_path / f).read_text().splitlines()]
     assert kept == list(range(200 - len(kept), 200))  # newest records, in order, every line whole
+
+
+def test_a_trickled_body_times_out_with_408(image_bundle) -> None:
+    with LiveServer(create_app(image_bundle, ServiceSettings(timeout_s=0.3))) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            s.sendall(_predict_bytes(b'{"inputs": [', declared=100))
+            answer = s.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408") and b"not received within 0.3 s" in answer
