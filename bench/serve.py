@@ -2,7 +2,8 @@
 
 The service runs in a subprocess on 127.0.0.1 (an ephemeral port); clients in this process send
 POST /v1/predict requests of real test inputs with 1, 16 and 64 concurrent connections, bounded by a
-request count and a time limit per cell. The raw-model floor is measured in the same run, in this
+request count and a time limit per cell. Workloads: JSON bodies of 1 and 32 inputs, and .npy bodies of
+32 inputs (no per-number parsing). The raw-model floor is measured in the same run, in this
 process, before any server starts: the bare model's forward and the defense's ``decide`` on batches.
 
 Goals (issue 9): the defense adds <= 3x latency at p99 (defended p99 / bare p99, same concurrency and
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import os
 import socket
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import torch
 
 from bastion.bundle import export_bundle, load_bundle
@@ -151,10 +154,19 @@ class Connection:
             await self.writer.wait_closed()
 
 
-def http_post(body: bytes) -> bytes:
-    head = "POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+def http_post(body: bytes, ctype: str = "application/json") -> bytes:
+    head = f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {ctype}\r\n"
     head += f"Content-Length: {len(body)}\r\n\r\n"
     return head.encode() + body
+
+
+def encode(x: torch.Tensor, fmt: str) -> bytes:
+    """One request body of the inputs x: JSON nested lists, or a .npy array."""
+    if fmt == "json":
+        return http_post(json.dumps({"inputs": x.tolist()}).encode())
+    buf = io.BytesIO()
+    np.save(buf, x.numpy())
+    return http_post(buf.getvalue(), "application/x-npy")
 
 
 async def load(port: int, requests: list[bytes], clients: int, n_requests: int, seconds: float) -> dict[str, Any]:
@@ -202,13 +214,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default="runs/demo-quick", help="run folder with a saved defense")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 16, 64])
-    parser.add_argument("--inputs-per-request", type=int, nargs="+", default=[1, 32])
+    parser.add_argument(
+        "--workloads", nargs="+", default=["json:1", "json:32", "npy:32"], help="BODY:INPUTS_PER_REQUEST"
+    )
     parser.add_argument("--requests", type=int, default=400, help="per cell")
     parser.add_argument("--seconds", type=float, default=8.0, help="per cell")
     parser.add_argument("--threads", type=int, default=1, help="torch threads, service and raw floor alike")
     parser.add_argument("--out", default="bench/results")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    workloads = [(w.split(":")[0], int(w.split(":")[1])) for w in args.workloads]
 
     run = Path(args.run)
     if not run.is_dir():
@@ -223,11 +238,8 @@ def main() -> None:
         cells: list[dict[str, Any]] = []
         for defend in (True, False):
             with Server(bundle_dir, defend, args.threads) as server:
-                for k in args.inputs_per_request:
-                    requests = [
-                        http_post(json.dumps({"inputs": x[i : i + k].tolist()}).encode())
-                        for i in range(0, len(x) - k + 1, k)
-                    ]
+                for fmt, k in workloads:
+                    requests = [encode(x[i : i + k], fmt) for i in range(0, len(x) - k + 1, k)]
                     for clients in args.clients:
                         before = server.metrics()
                         cell = asyncio.run(load(server.port, requests, clients, args.requests, args.seconds))
@@ -236,27 +248,29 @@ def main() -> None:
                         rows = after["bastion_batch_rows_sum"] - before.get("bastion_batch_rows_sum", 0)
                         cell.update(
                             defense=defend,
+                            format=fmt,
                             inputs_per_request=k,
                             inputs_per_s=cell["requests_per_s"] * k,
                             mean_batch_rows=rows / calls if calls else None,
                         )
                         cells.append(cell)
                         print(
-                            f"defense={defend!s:5} k={k:3} clients={clients:3}: {cell['inputs_per_s']:8.0f} inputs/s "
-                            f"p99 {1000 * (cell['p99_s'] or 0):7.1f} ms  errors {cell['errors']}",
+                            f"defense={defend!s:5} {fmt:4} k={k:3} clients={clients:3}: "
+                            f"{cell['inputs_per_s']:8.0f} inputs/s p99 {1000 * (cell['p99_s'] or 0):7.1f} ms "
+                            f"errors {cell['errors']}",
                             flush=True,
                         )
 
-    def find(defend: bool, k: int, clients: int) -> dict[str, Any]:
-        match = (defend, k, clients)
-        return next(c for c in cells if (c["defense"], c["inputs_per_request"], c["clients"]) == match)
+    def find(defend: bool, fmt: str, k: int, clients: int) -> dict[str, Any]:
+        match = (defend, fmt, k, clients)
+        return next(c for c in cells if (c["defense"], c["format"], c["inputs_per_request"], c["clients"]) == match)
 
     ratios = []
-    for k in args.inputs_per_request:
+    for fmt, k in workloads:
         for clients in args.clients:
-            d, b = find(True, k, clients), find(False, k, clients)
+            d, b = find(True, fmt, k, clients), find(False, fmt, k, clients)
             ratio = d["p99_s"] / b["p99_s"] if d["p99_s"] and b["p99_s"] else None
-            ratios.append({"inputs_per_request": k, "clients": clients, "p99_ratio": ratio})
+            ratios.append({"format": fmt, "inputs_per_request": k, "clients": clients, "p99_ratio": ratio})
     best_bare = max((c for c in cells if not c["defense"]), key=lambda c: c["inputs_per_s"])
     floor_batch = min(floors, key=lambda b: abs(b - (best_bare["mean_batch_rows"] or 1)))
     throughput_ratio = best_bare["inputs_per_s"] / floors[floor_batch]["forward_inputs_per_s"]
@@ -274,7 +288,7 @@ def main() -> None:
         "p99_ratio_defended_over_bare": ratios,
         "throughput": {
             "best_bare_service_inputs_per_s": best_bare["inputs_per_s"],
-            "at": {k: best_bare[k] for k in ("inputs_per_request", "clients", "mean_batch_rows")},
+            "at": {k: best_bare[k] for k in ("format", "inputs_per_request", "clients", "mean_batch_rows")},
             "raw_forward_inputs_per_s": floors[floor_batch]["forward_inputs_per_s"],
             "raw_batch": floor_batch,
             "ratio": throughput_ratio,
@@ -293,12 +307,16 @@ def main() -> None:
     print(f"raw floor ({torch.get_num_threads()} torch threads): batch | forward inputs/s | decide inputs/s")
     for b, f in floors.items():
         print(f"  {b:5d} | {f['forward_inputs_per_s']:14.0f} | {f['decide_inputs_per_s']:13.0f}")
-    print("inputs/req | clients | bare inputs/s | bare p50/p99 ms | defended inputs/s | defended p50/p99 ms | p99 x")
+    print(
+        "body | inputs/req | clients | bare inputs/s | bare p50/p99 ms "
+        "| defended inputs/s | defended p50/p99 ms | p99 x"
+    )
     for r in ratios:
-        k, clients = r["inputs_per_request"], r["clients"]
-        b, d = find(False, k, clients), find(True, k, clients)
+        fmt, k, clients = r["format"], r["inputs_per_request"], r["clients"]
+        b, d = find(False, fmt, k, clients), find(True, fmt, k, clients)
         print(
-            f"{k:10d} | {clients:7d} | {b['inputs_per_s']:13.0f} | {1000 * b['p50_s']:6.1f} / {1000 * b['p99_s']:6.1f} "
+            f"{fmt:4} | {k:10d} | {clients:7d} | {b['inputs_per_s']:13.0f} "
+            f"| {1000 * b['p50_s']:6.1f} / {1000 * b['p99_s']:6.1f} "
             f"| {d['inputs_per_s']:17.0f} | {1000 * d['p50_s']:8.1f} / {1000 * d['p99_s']:8.1f} | {r['p99_ratio']:.2f}"
         )
     t = result["throughput"]

@@ -1,6 +1,6 @@
 """The HTTP inference service over one verified bundle (FastAPI). Routes are thin: parse, batch, render.
 
-POST /v1/predict   JSON {"inputs": [...]} or multipart image uploads -> label, probabilities, anomaly
+POST /v1/predict   JSON {"inputs": [...]}, a .npy array or image uploads -> label, probabilities, anomaly
                    score, decision (accept / flag / reject) and ensemble votes per input
 GET  /healthz      the process is alive
 GET  /readyz       the model is loaded, warmed up and the batcher runs (503 otherwise)
@@ -37,7 +37,7 @@ from bastion.errors import BastionError, ConfigError
 from bastion.service.audit import AuditLog
 from bastion.service.batching import MicroBatcher, QueueFull
 from bastion.service.engine import Predictor
-from bastion.service.inputs import RequestError, parse_images, parse_json
+from bastion.service.inputs import RequestError, parse_images, parse_json, parse_npy
 from bastion.service.metrics import Metrics
 from bastion.service.schemas import ErrorResponse, PredictResponse, predict_openapi
 
@@ -287,9 +287,13 @@ def create_app(bundle: Bundle, settings: ServiceSettings | None = None) -> ASGIA
                     raise RequestError("files: expected file uploads, got a text field", loc=("body", "files"))
                 files.append((item.filename or "upload", await item.read()))
             return await asyncio.to_thread(parse_images, files, bundle.spec, max_inputs=settings.max_inputs)
+        if ctype == "application/x-npy":
+            return parse_npy(body, bundle.spec, max_inputs=settings.max_inputs)
         if ctype not in ("application/json", ""):
             raise RequestError(
-                f"unsupported content type {ctype!r}: send application/json or multipart/form-data"[:300],
+                f"unsupported content type {ctype!r}: send application/json, application/x-npy or multipart/form-data"[
+                    :300
+                ],
                 loc=("header", "content-type"),
                 status=415,
             )

@@ -50,12 +50,13 @@ MULTIPART_SCHEMA = {
 
 
 def predict_openapi() -> dict[str, Any]:
-    """The request body of POST /v1/predict: JSON or multipart image uploads."""
+    """The request body of POST /v1/predict: JSON, a .npy array, or multipart image uploads."""
     return {
         "requestBody": {
             "required": True,
             "content": {
                 "application/json": {"schema": PredictRequest.model_json_schema()},
+                "application/x-npy": {"schema": {"type": "string", "format": "binary"}},
                 "multipart/form-data": {"schema": MULTIPART_SCHEMA},
             },
         }

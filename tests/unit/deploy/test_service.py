@@ -214,3 +214,36 @@ def test_a_failing_audit_log_does_not_fail_the_request(image_bundle, tmp_path: P
         r = c.post("/v1/predict", json={"inputs": [[[[0.5] * 8] * 8]]})
         assert r.status_code == 200 and r.json()["outputs"][0]["decision"] == "reject"
         assert "bastion_audit_errors_total 1.0" in c.get("/metrics").text
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=True)
+    return buf.getvalue()
+
+
+def test_npy_bodies_match_json_and_refuse_anything_else(client: TestClient, digits) -> None:
+    x = digits.test.x[:4].numpy()
+
+    def post(content: bytes):
+        return client.post("/v1/predict", content=content, headers={"content-type": "application/x-npy"})
+
+    r = post(_npy(x))
+    assert r.status_code == 200, r.text
+    as_json = client.post("/v1/predict", json={"inputs": x.tolist()}).json()["outputs"]
+    got, want = ([o["probabilities"] for o in outs] for outs in (r.json()["outputs"], as_json))
+    assert np.allclose(got, want, atol=1e-6)
+    nan = x.copy()
+    nan[2, 0, 3, 3] = np.nan
+    cases = [
+        (_npy(x.astype(np.float16)), 422, "float32 or float64"),
+        (_npy(x[:, :, :7]), 422, "expected shape (N, 1, 8, 8)"),
+        (_npy(np.array([{"a": 1}], dtype=object)), 422, "allow_pickle=False"),  # never unpickled
+        (_npy(nan), 422, "inputs[2]: NaN"),
+        (_npy(np.concatenate([x, x, x])), 413, "limit of 8"),
+        (_npy(x)[:60], 422, "unreadable"),
+        (b"PK\x03\x04 a zip", 422, "magic number"),
+    ]
+    for content, status, words in cases:
+        r = post(content)
+        assert r.status_code == status and words in r.json()["detail"][0]["msg"], (words, r.text)
