@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bastion.errors import BastionError
+from bastion.errors import BastionError, ConfigError
 
 app = typer.Typer(
     add_completion=False,
@@ -289,6 +289,34 @@ def experiment(
     _run(job)
 
 
+@app.command("export")
+def export_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder (or one model folder) to deploy.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Bundle folder to write (must not exist).")],
+    model: Annotated[
+        str | None, typer.Option("--model", help="Model of the run; default: the one with a saved defense.")
+    ] = None,
+    onnx: Annotated[bool, typer.Option("--onnx", help="Add ONNX graphs, checked with onnxruntime.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing bundle at --out.")] = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Write a deployable bundle: weights, manifest (data, defense, provenance, robustness), SHA256SUMS."""
+    from bastion.bundle import export_bundle, read_manifest
+
+    _setup_logging(verbose)
+
+    def job() -> None:
+        path, digest = export_bundle(run_dir, out, model=model, onnx=onnx, overwrite=force)
+        manifest = read_manifest(path)
+        defense = "with its runtime defense" if manifest["defense"] else "without a runtime defense"
+        console.print(f"bundle {path}: model {manifest['model']['name']} {defense}")
+        for kind, record in (manifest.get("onnx") or {}).items():
+            console.print(f"  {record['file']} ({kind}): max |onnx - torch| = {record['max_abs_diff']:.2e}")
+        console.print(f"  digest (sha256 of SHA256SUMS): {digest}", soft_wrap=True)
+
+    _run(job)
+
+
 @app.command()
 def report(
     paths: Annotated[list[Path], typer.Argument(help="Run folders and/or experiment folders.")],
@@ -303,6 +331,67 @@ def report(
     def job() -> None:
         html_path, md_path = write_report(paths, out, title)
         console.print(f"report: {html_path}  markdown: {md_path}")
+
+    _run(job)
+
+
+@app.command()
+def serve(
+    bundle: Annotated[Path, typer.Argument(help="A bundle folder written by `bastion export`.")],
+    host: Annotated[str, typer.Option("--host", help="Interface to bind; keep 127.0.0.1 unless behind auth.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    token_env: Annotated[
+        str, typer.Option("--token-env", help="Environment variable holding the bearer token (if set, required).")
+    ] = "BASTION_TOKEN",
+    max_inputs: Annotated[int, typer.Option("--max-inputs", help="Inputs per request.")] = 256,
+    max_body: Annotated[int, typer.Option("--max-body", help="Request body limit in bytes.")] = 8 << 20,
+    timeout: Annotated[float, typer.Option("--timeout", help="Inference timeout per request, seconds.")] = 10.0,
+    max_queue: Annotated[int, typer.Option("--max-queue", help="Requests waiting for the model (503 beyond).")] = 256,
+    batch_rows: Annotated[int, typer.Option("--batch-rows", help="Inputs per batched model call.")] = 256,
+    batch_wait_ms: Annotated[
+        float, typer.Option("--batch-wait-ms", help="Extra wait for requests to batch with.")
+    ] = 0.0,
+    audit_log: Annotated[Path | None, typer.Option("--audit-log", help="JSONL file of flagged inputs.")] = None,
+    audit_max_bytes: Annotated[int, typer.Option("--audit-max-bytes", help="Rotate the audit log above.")] = 10 << 20,
+    no_defense: Annotated[bool, typer.Option("--no-defense", help="Serve the bare model (benchmarks).")] = False,
+    threads: Annotated[int, typer.Option("--threads", help="Torch intra-op threads; 0 = torch's default.")] = 1,
+    expect_digest: Annotated[
+        str | None, typer.Option("--expect-digest", help="Refuse a bundle whose digest differs.")
+    ] = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Serve a bundle over HTTP: /v1/predict, /v1/model, /healthz, /readyz, /metrics."""
+    import os
+
+    from bastion.bundle import load_bundle
+
+    _setup_logging(verbose)
+
+    def job() -> None:
+        try:
+            from bastion.service import ServiceSettings
+            from bastion.service import serve as run_service
+        except ImportError as exc:
+            raise ConfigError(
+                f"bastion serve needs the serve extra ({exc.name} is missing): pip install 'bastion[serve]'"
+            ) from None
+        loaded = load_bundle(bundle, expected_digest=expect_digest)
+        settings = ServiceSettings(
+            max_inputs=max_inputs,
+            max_body_bytes=max_body,
+            timeout_s=timeout,
+            max_queue=max_queue,
+            batch_rows=batch_rows,
+            batch_wait_ms=batch_wait_ms,
+            token=os.environ.get(token_env) or None,
+            defend=not no_defense,
+            audit_log=audit_log,
+            audit_max_bytes=audit_max_bytes,
+        )
+        err_console.print(f"serving {loaded.name} from {bundle} on http://{host}:{port} (digest {loaded.digest})")
+        run_service(loaded, settings, host=host, port=port, threads=threads or None)
 
     _run(job)
 

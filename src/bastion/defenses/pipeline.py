@@ -30,7 +30,7 @@ class Decision:
     """Per input: label, softmax confidence, anomaly score (nan without a detector), flag, and action.
 
     ``actions`` (N,) int64 indexes ``ACTIONS``: accept, flag (return the label with a warning) or reject.
-    A rejected input is also flagged.
+    A rejected input is also flagged. ``probabilities`` (N, C) is the softmax the label was taken from.
     """
 
     labels: Tensor
@@ -38,6 +38,7 @@ class Decision:
     scores: Tensor
     flagged: Tensor
     actions: Tensor | None = None
+    probabilities: Tensor | None = None
 
     def action_names(self) -> list[str]:
         acts = self.actions if self.actions is not None else self.flagged.long()
@@ -77,7 +78,7 @@ class DefendedClassifier(nn.Module):
         else:
             scores = self.detector.score(x)
             flagged = self.detector.predict(x)
-        return Decision(labels, confidence, scores, flagged)
+        return Decision(labels, confidence, scores, flagged, probabilities=probs)
 
     def describe(self) -> dict[str, Any]:
         detector = None
@@ -174,16 +175,15 @@ class Defense(DefendedClassifier):
         confidence, labels = probs.max(dim=1)
         if self.detector is None:
             nan = torch.full_like(confidence, float("nan"))
-            return Decision(
-                labels, confidence, nan, torch.zeros_like(labels, dtype=torch.bool), torch.zeros_like(labels)
-            )
+            none = torch.zeros_like(labels, dtype=torch.bool)
+            return Decision(labels, confidence, nan, none, torch.zeros_like(labels), probs)
         threshold = require_fitted(self.detector.threshold_, type(self.detector).__name__)
         if self.reject_threshold_ is None:
             raise NotFittedError("Defense is not calibrated: call fit(...) then calibrate(...) first")
         scores = self.detector.score(x)
         flagged = scores > threshold
         actions = torch.where(scores > self.reject_threshold_, REJECT, torch.where(flagged, FLAG, ACCEPT))
-        return Decision(labels, confidence, scores, flagged, actions.long())
+        return Decision(labels, confidence, scores, flagged, actions.long(), probs)
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()

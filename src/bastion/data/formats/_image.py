@@ -64,16 +64,33 @@ def decode_image(path: Path) -> NDArray[np.uint8]:
         raise DataNotFoundError(f"{path}: image file does not exist") from exc
     except IsADirectoryError as exc:
         raise DataNotFoundError(f"{path}: expected an image file, found a directory") from exc
+    return decode_image_bytes(data, str(path))
+
+
+def decode_image_bytes(data: bytes, name: str, *, max_pixels: int | None = None) -> NDArray[np.uint8]:
+    """Decode an image held in memory (an upload): same decoders and result as :func:`decode_image`.
+
+    ``max_pixels`` refuses larger images before their pixels are decompressed (a small PNG can
+    expand to gigabytes); a Netpbm raster is never larger than ``data`` itself.
+
+    Raises:
+        DataFormatError: the content is not a readable grey/RGB image, or is too large; the message
+            starts with ``name``.
+    """
     if data[:2] in _NETPBM_TYPES:
-        return read_ppm(data, name=str(path))
+        return read_ppm(data, name=name)
     try:
         with Image.open(io.BytesIO(data)) as image:
+            if max_pixels is not None and image.width * image.height > max_pixels:
+                raise DataFormatError(
+                    f"{name}: image is {image.width}x{image.height}, more than the {max_pixels} pixels allowed"
+                )
             image.load()
-            return _pillow_to_array(image, str(path))
+            return _pillow_to_array(image, name)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, DataFormatError):
             raise
-        raise DataFormatError(f"{path}: cannot decode image: {exc}") from exc
+        raise DataFormatError(f"{name}: cannot decode image: {exc}") from exc
 
 
 def resize(image: NDArray[np.uint8], height: int, width: int) -> NDArray[np.uint8]:

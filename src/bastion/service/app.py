@@ -1,0 +1,346 @@
+"""The HTTP inference service over one verified bundle (FastAPI). Routes are thin: parse, batch, render.
+
+POST /v1/predict   JSON {"inputs": [...]}, a .npy array or image uploads -> label, probabilities, anomaly
+                   score, decision (accept / flag / reject) and ensemble votes per input
+GET  /healthz      the process is alive
+GET  /readyz       the model is loaded, warmed up and the batcher runs (503 otherwise)
+GET  /v1/model     the bundle manifest (input_shape, feature schema, defense, robustness) + limits
+GET  /metrics      Prometheus text format
+
+Client errors are 4xx with ``{"detail": [{"loc", "msg", "type"}]}`` naming the field; 413 for bodies or
+batches over the limits, 503 when the batching queue is full, 504 when inference exceeds the timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bastion.bundle import Bundle
+from bastion.errors import BastionError, ConfigError
+from bastion.service.audit import AuditLog
+from bastion.service.batching import MicroBatcher, QueueFull
+from bastion.service.engine import Predictor
+from bastion.service.inputs import RequestError, parse_images, parse_json, parse_npy
+from bastion.service.metrics import Metrics
+from bastion.service.schemas import ErrorResponse, PredictResponse, predict_openapi
+
+log = logging.getLogger(__name__)
+
+ROUTES = ("/v1/predict", "/v1/model", "/healthz", "/readyz", "/metrics")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceSettings:
+    """Limits and options of one service instance.
+
+    Attributes:
+        max_inputs: inputs per request (413 above).
+        max_body_bytes: request body size (413 above).
+        timeout_s: longest wait for inference, queueing included (504 after).
+        max_queue: requests waiting for the model (503 above).
+        batch_rows: inputs per model call when batching concurrent requests.
+        batch_wait_ms: extra time a request waits for others to batch with; 0 batches only what queued
+            up while the previous model call ran (no added latency at low load).
+        token: bearer token every /v1 and /metrics request must present; None = no auth.
+        defend: run the bundle's runtime defense (False: the bare model, every input accepted).
+        audit_log: JSONL file receiving flagged and rejected inputs; None = no audit log.
+    """
+
+    max_inputs: int = 256
+    max_body_bytes: int = 8 << 20
+    timeout_s: float = 10.0
+    max_queue: int = 256
+    batch_rows: int = 256
+    batch_wait_ms: float = 0.0
+    token: str | None = None
+    defend: bool = True
+    audit_log: Path | None = None
+    audit_max_bytes: int = 10 << 20
+    audit_backups: int = 3
+
+    def __post_init__(self) -> None:
+        positive = ("max_inputs", "max_body_bytes", "timeout_s", "max_queue", "batch_rows")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"service setting {name} must be > 0, got {getattr(self, name)}")
+        if self.batch_wait_ms < 0:
+            raise ConfigError(f"batch_wait_ms must be >= 0, got {self.batch_wait_ms}")
+        if self.token is not None and len(self.token) < 16:
+            raise ConfigError("the bearer token must be at least 16 characters")
+
+    def public(self) -> dict[str, Any]:
+        """The limits a client may know (never the token)."""
+        d = asdict(self)
+        d["auth"] = d.pop("token") is not None
+        d["audit_log"] = d["audit_log"] is not None
+        return d
+
+
+def _error(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+class _Guard:
+    """Outermost ASGI layer: refuses declared bodies over the limit before reading them, and counts
+    every HTTP request by route and status in the metrics (unknown paths count as ``other``)."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int, metrics: Metrics) -> None:
+        self.app, self.max_body_bytes, self.metrics = app, max_body_bytes, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        route = scope["path"] if scope["path"] in ROUTES else "other"
+        started = time.perf_counter()
+        status = 500
+
+        async def counting_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            declared = dict(scope["headers"]).get(b"content-length")
+            problem = None
+            if declared is not None and not declared.isdigit():
+                problem = (400, "invalid Content-Length header")
+            elif declared is not None and int(declared) > self.max_body_bytes:
+                problem = (413, f"request body exceeds the limit of {self.max_body_bytes} bytes")
+            if problem is None:
+                await self.app(scope, receive, counting_send)
+            else:
+                refusal = _error(problem[0], [{"loc": ["header", "content-length"], "msg": problem[1], "type": "body"}])
+                await refusal(scope, receive, counting_send)
+        finally:
+            self.metrics.requests.labels(route=route, status=str(status)).inc()
+            self.metrics.latency.labels(route=route).observe(time.perf_counter() - started)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing (413) once more than ``limit`` bytes arrived (chunked bodies declare no size)."""
+    chunks, n = [], 0
+    async for chunk in request.stream():
+        n += len(chunk)
+        if n > limit:
+            raise RequestError(f"request body exceeds the limit of {limit} bytes", status=413, kind="too_large")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    request._body = body  # starlette re-reads a consumed body from here (multipart parsing)
+    return body
+
+
+def create_app(bundle: Bundle, settings: ServiceSettings | None = None) -> ASGIApp:
+    """The ASGI application serving ``bundle`` (hand it to uvicorn, or to FastAPI's TestClient)."""
+    settings = settings or ServiceSettings()
+    predictor = Predictor.from_bundle(bundle, defend=settings.defend)
+    metrics = Metrics()
+    audit = (
+        AuditLog(settings.audit_log, max_bytes=settings.audit_max_bytes, backups=settings.audit_backups)
+        if settings.audit_log is not None
+        else None
+    )
+
+    def on_batch(rows: int, waited: float) -> None:
+        metrics.batch_rows.observe(rows)
+        metrics.queue_wait.observe(waited)
+
+    batcher: MicroBatcher[dict[str, Any]] = MicroBatcher(
+        predictor,
+        max_rows=settings.batch_rows,
+        max_wait_s=settings.batch_wait_ms / 1000,
+        max_queue=settings.max_queue,
+        on_batch=on_batch,
+    )
+    state = {"ready": False}
+    model_info = {
+        **bundle.manifest,
+        "bundle_digest": bundle.digest,
+        "service": {**settings.public(), "defended": predictor.defended},
+    }
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await batcher.start()
+        warm = torch.as_tensor(getattr(bundle.spec.domain, "lower", 0.0), dtype=torch.float32)
+        warm = warm.expand(1, *bundle.spec.input_shape).contiguous()
+        with torch.inference_mode():
+            await asyncio.to_thread(predictor.defense, warm)  # first call pays allocation and lazy init
+        state["ready"] = True
+        log.info("serving %s (digest %s, defended=%s)", bundle.name, bundle.digest, predictor.defended)
+        try:
+            yield
+        finally:
+            state["ready"] = False
+            await batcher.stop()
+
+    app = FastAPI(
+        title="bastion inference service",
+        version=str(bundle.manifest.get("version")),
+        lifespan=lifespan,
+        responses={422: {"model": ErrorResponse}},
+    )
+
+    async def require_token(request: Request) -> None:
+        if settings.token is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        expected = settings.token.encode()
+        ok = scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode("utf-8", "replace"), expected)
+        if not ok:
+            raise RequestError(
+                "missing or invalid bearer token", loc=("header", "authorization"), status=401, kind="auth"
+            )
+
+    @app.exception_handler(RequestError)
+    async def _request_error(_: Request, exc: RequestError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return _error(exc.status, exc.detail(), headers)
+
+    @app.exception_handler(BastionError)
+    async def _bastion_error(_: Request, exc: BastionError) -> JSONResponse:
+        return _error(422, [{"loc": ["body"], "msg": str(exc)[:500], "type": "value_error"}])
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        ready = state["ready"] and batcher.running
+        return JSONResponse({"status": "ready" if ready else "starting"}, status_code=200 if ready else 503)
+
+    @app.get("/v1/model", dependencies=[Depends(require_token)])
+    async def model() -> dict[str, Any]:
+        return model_info
+
+    @app.get("/metrics", dependencies=[Depends(require_token)])
+    async def prometheus() -> Response:
+        metrics.queue_depth.set(batcher.depth)
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.post(
+        "/v1/predict",
+        response_model=PredictResponse,
+        dependencies=[Depends(require_token)],
+        openapi_extra=predict_openapi(),
+        responses={413: {"model": ErrorResponse}, 503: {"model": ErrorResponse}, 504: {"model": ErrorResponse}},
+    )
+    async def predict(request: Request) -> JSONResponse:
+        x = await _parse(request)
+        request_id = uuid.uuid4().hex
+        try:
+            outputs = await batcher.submit(x, settings.timeout_s)
+        except QueueFull:
+            metrics.rejected_requests.labels(reason="queue_full").inc()
+            msg = [{"loc": [], "msg": "server busy: inference queue is full, retry later", "type": "overloaded"}]
+            return _error(503, msg, {"Retry-After": "1"})
+        except TimeoutError:
+            metrics.rejected_requests.labels(reason="timeout").inc()
+            msg = [{"loc": [], "msg": f"inference did not finish within {settings.timeout_s:g} s", "type": "timeout"}]
+            return _error(504, msg)
+        for out in outputs:
+            metrics.inputs.labels(decision=out["decision"]).inc()
+        if audit is not None:
+            try:
+                await _audit(audit, request_id, x, outputs)
+            except OSError:  # the answer still goes out; the gap is logged and counted
+                log.exception("audit log write failed for request %s", request_id)
+                metrics.audit_errors.inc()
+        body = {"request_id": request_id, "model": bundle.name, "defended": predictor.defended, "outputs": outputs}
+        return JSONResponse(body, headers={"X-Request-ID": request_id})
+
+    async def _parse(request: Request) -> torch.Tensor:
+        try:
+            async with asyncio.timeout(settings.timeout_s):  # a trickled body must not hold a slot forever
+                body = await _read_body(request, settings.max_body_bytes)
+        except TimeoutError:
+            raise RequestError(f"request body not received within {settings.timeout_s:g} s", status=408) from None
+        ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        if ctype == "multipart/form-data":
+            form = await request.form(max_files=settings.max_inputs + 1, max_fields=settings.max_inputs + 1)
+            for key in form:
+                if key != "files":
+                    raise RequestError(f"{key}: unknown form field (allowed: files)"[:300], loc=("body", key))
+            files = []
+            for item in form.getlist("files"):
+                if not isinstance(item, UploadFile):
+                    raise RequestError("files: expected file uploads, got a text field", loc=("body", "files"))
+                files.append((item.filename or "upload", await item.read()))
+            return await asyncio.to_thread(parse_images, files, bundle.spec, max_inputs=settings.max_inputs)
+        if ctype == "application/x-npy":
+            return parse_npy(body, bundle.spec, max_inputs=settings.max_inputs)
+        if ctype not in ("application/json", ""):
+            raise RequestError(
+                f"unsupported content type {ctype!r}: send application/json, application/x-npy or multipart/form-data"[
+                    :300
+                ],
+                loc=("header", "content-type"),
+                status=415,
+            )
+        try:
+            obj = json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            raise RequestError(f"body is not valid JSON: {exc}"[:300], kind="json_invalid") from None
+        return parse_json(obj, bundle.spec, max_inputs=settings.max_inputs)
+
+    return _Guard(app, settings.max_body_bytes, metrics)
+
+
+async def _audit(audit: AuditLog, request_id: str, x: torch.Tensor, outputs: list[dict[str, Any]]) -> None:
+    now = datetime.now(UTC).isoformat(timespec="milliseconds")
+    records = [
+        {
+            "time": now,
+            "request_id": request_id,
+            "index": i,
+            "decision": out["decision"],
+            "label": int(torch.tensor(out["probabilities"]).argmax()),
+            "anomaly_score": out["anomaly_score"],
+            "input": x[i].tolist(),
+        }
+        for i, out in enumerate(outputs)
+        if out["decision"] != "accept"
+    ]
+    if records:
+        await asyncio.to_thread(audit.write, records)
+
+
+def serve(
+    bundle: Bundle, settings: ServiceSettings, *, host: str = "127.0.0.1", port: int = 8000, threads: int | None = 1
+) -> None:
+    """Run the service with uvicorn until interrupted (one process; the model call is batched).
+
+    ``threads`` sets torch's intra-op threads for the process (None: torch's default, one per core).
+    One thread is the default: the micro-batched calls are small, and on a loaded machine several
+    OpenMP threads per call were measured 20-60x slower than one (bench/serve.py, docs/deploy.md).
+    """
+    import uvicorn
+
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+
+    if host not in ("127.0.0.1", "localhost", "::1") and settings.token is None:
+        log.warning("serving on %s without a bearer token: anyone who can reach the port can query the model", host)
+    uvicorn.run(create_app(bundle, settings), host=host, port=port, log_level="warning", access_log=False)
