@@ -59,17 +59,19 @@ DATASETS: dict[str, tuple[str, str, float, tuple[float, ...]]] = {
 #: What each budget means in raw units, fixed from the schemas before any result was looked at.
 BUDGET_MEANING = {
     "nsl-kdd": "L-inf in model space ([0, 1] per column): rates (serror_rate, same_srv_rate, ...) move by at "
-    "most eps in absolute value; log-scaled counts (bytes, counts) by a factor of at most "
-    "(1 + max)^eps (src_bytes: x1.9 / x3.6 / x47 at 0.05 / 0.1 / 0.3; count, max 511: x1.4 / x1.9 / x6.5); "
-    "0/1 flags cannot flip (a flip costs 1); protocol, service and flag are immutable.",
+    "most eps in absolute value; log-scaled counts by a factor of at most (1 + max)^eps (src_bytes: x2.7 / "
+    "x7.2 / x375 at 0.05 / 0.1 / 0.3; duration x1.7 / x2.9 / x25; hot x1.2 / x1.6 / x3.7); linear counts by "
+    "eps of their range (count, 0-511: 26 / 51 / 153 connections); 0/1 flags cannot flip (a flip costs 1); "
+    "protocol, service and flag are immutable.",
     "phishing": "L2 in model space, the 22 mutable {-1,0,1} / {-1,1} features scaled to [0, 1]: a binary "
-    "flip costs 1 and one level of a ternary feature 0.5, so eps^2 is a count of changes: eps 1 / 1.5 / 2 "
-    "allow 1 / 2 / 4 binary flips (or 4 / 9 / 16 one-level ternary changes, or mixes). An L-inf eps 1 "
-    "would free every mutable feature at once (all models reach ~0%), L-inf 0.5 every ternary feature.",
-    "malware": "L-inf in model space: ClaMP's PE-header counts and sizes are log-scaled, so eps bounds a "
-    "multiplicative change (e.g. a field with max 2^32: x3.0 / x9.2 / x780 at 0.05 / 0.1 / 0.3), entropy "
-    "and ratio columns move by eps of their range; 0/1 characteristics flags cannot flip; Subsystem, the "
-    "packer and the file-header identity are immutable.",
+    "flip costs 1 and one level of a ternary feature 0.5, so eps^2 counts changes: eps 1 / 1.5 / 2 allow "
+    "1 / 2 / 4 binary flips (or 4 / 9 / 16 one-level ternary changes, or mixes); the 8 reputation features "
+    "are immutable. An L-inf eps 1 would free every mutable feature at once (all models reach ~0%).",
+    "malware": "L-inf in model space: ClaMP's PE-header sizes and addresses are log-scaled, so eps bounds a "
+    "multiplicative change (a field with max 2^32: x3.0 / x9.2 / x776 at 0.05 / 0.1 / 0.3); linear "
+    "integers move by eps of their range (MajorLinkerVersion 0-255: 13 / 26 / 77), entropy and ratio "
+    "columns by eps of theirs; 0/1 characteristics flags cannot flip; FH_char1, FH_char13 and Subsystem "
+    "are immutable.",
 }
 METHODS = ("standard", "pgd-at", "trades", "progressive-trades")
 #: Methods run with the unconstrained attacks too (the issue's three; the others skip it for time).
