@@ -7,7 +7,7 @@ standard, PGD-AT, TRADES and progressive-TRADES MLPs, a defensively distilled ML
 also with margin-loss PGD, PGD on logits / T and a margin-loss search, since distillation masks
 cross-entropy gradients), an AdaptiveEnsemble of the three adversarially trained MLPs (attacked as a
 whole), and Mahalanobis detectors on the penultimate features of the standard and progressive-TRADES
-MLPs (calibrated to 5% FPR on clean val rows, attacked by a detector-aware PGD). Per model: clean
+MLPs (calibrated to 5% FPR on clean val rows, attacked by detector-aware PGD and search). Per model: clean
 accuracy, detection rate on malicious test rows under constrained PGD and the gradient-free search at
 3 budgets (robust = 1 - evasion rate, counting only adversarial records the raw validator accepts), the
 valid share, what the same attacks claim without constraints (standard / PGD-AT / progressive TRADES),
@@ -523,6 +523,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="evaluate a label-stratified random sample of N test rows (default: all)",
     )
+    parser.add_argument("--note", action="append", default=[], help="a line added to results.json notes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--train-eps", type=float, default=None, help="override each dataset's training eps")
@@ -579,6 +580,7 @@ def main(argv: list[str] | None = None) -> int:
         "MLPs, attacked as a whole; its training cost is the members' sum.",
         "Measured on a shared 2-core CPU machine (other benchmarks running; load average in config); wall "
         "times are noisy, compare ratios within this run.",
+        *args.note,
     ]
     base_attacks = {"pgd-50": PGD(n_steps=50), "search": CoordinateSearch(n_iters=20, n_candidates=8)}
     lines = []

@@ -206,6 +206,33 @@ class AdaptivePGD(Attack):
         return objective, grad, hit
 
 
+class DetectorPenalty(nn.Module):
+    """A defense's logits with the target class pushed down by ``weight * max(0, margin + kappa)``, where
+    ``margin`` is the defense's detection margin (> 0 means flagged).
+
+    Makes any attack toward ``Reach(target)`` detector-aware, the gradient-free search included: flagged
+    candidates score worse, and one counts as a hit only when its classification margin outweighs the
+    penalty. Decisions are judged on the defense itself, never on this surrogate.
+    """
+
+    def __init__(self, defense: nn.Module, target: int, *, weight: float = 10.0, kappa: float = 0.5) -> None:
+        super().__init__()
+        if getattr(defense, "detector", None) is None:
+            raise ConfigError("DetectorPenalty needs a defense with a detector")
+        if weight < 0:
+            raise ConfigError(f"weight must be >= 0, got {weight}")
+        self.defense, self.target, self.weight, self.kappa = defense, target, weight, kappa
+
+    def forward(self, x: Tensor) -> Tensor:
+        from bastion.defenses.pipeline import detection_margin
+
+        logits = self.defense(x)
+        penalty = self.weight * (detection_margin(self.defense, x) + self.kappa).clamp_min(0)
+        shift = torch.zeros_like(logits)
+        shift[:, self.target] = penalty.to(logits.dtype)
+        return logits - shift
+
+
 @dataclass(frozen=True, kw_only=True)
 class Transfer(Attack):
     """Craft on a source model (default: the defense's own undefended model), replay on the target.

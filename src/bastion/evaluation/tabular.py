@@ -26,7 +26,8 @@ from torch import Tensor, nn
 
 from bastion._typing import Norm
 from bastion.attacks import Attack
-from bastion.attacks.adaptive import AdaptivePGD
+from bastion.attacks.adaptive import AdaptivePGD, DetectorPenalty
+from bastion.attacks.search import CoordinateSearch
 from bastion.data.spec import Split
 from bastion.data.tabular.domain import TabularDomain
 from bastion.data.tabular.preprocess import validate_raw
@@ -245,7 +246,7 @@ def evaluate_tabular_detector(
     norm: str,
     eps_values: Sequence[float],
     *,
-    adaptive: Attack | None = None,
+    adaptive: dict[str, Attack] | None = None,
     seed: int = 0,
     batch_size: int = 256,
 ) -> dict[str, Any]:
@@ -254,8 +255,10 @@ def evaluate_tabular_detector(
 
     ``outcomes`` are :func:`evaluate_tabular`'s, of the attacks that ignore the detector (run on the
     defense's bare model, whose labels the defense returns unchanged when it has no transforms). The
-    detector-aware ``adaptive`` attack (default: PGD-50 with the detection term, lambda 2) is run on the
-    whole defense, toward ``benign``, within the same constrained threat model. Per (attack, eps), over
+    detector-aware ``adaptive`` attacks run on the whole defense, toward ``benign``, within the same
+    constrained threat model: :class:`AdaptivePGD` reads the detector itself; any other attack (the
+    search) attacks :class:`DetectorPenalty` of the defense. Default: PGD-50 with the detection term
+    (lambda 2) and the search (20 x 8) on the penalized logits. Per (attack, eps), over
     the malicious rows: ``failure_rate`` (valid, evaded, unflagged), ``detection_rate`` (share of the
     valid evasions flagged) and ``auroc`` (detector score, clean test rows vs valid evasions);
     ``failure_rate["ensemble"]`` is the per-row worst case over all attacks. ``false_positive_rate`` is
@@ -263,7 +266,11 @@ def evaluate_tabular_detector(
     """
     if defense.detector is None:
         raise ConfigError("evaluate_tabular_detector needs a defense with a detector")
-    adaptive = adaptive if adaptive is not None else AdaptivePGD(n_steps=50, detector_weight=2.0)
+    if adaptive is None:
+        adaptive = {
+            "detector-aware pgd-50": AdaptivePGD(n_steps=50, detector_weight=2.0),
+            "detector-aware search": CoordinateSearch(n_iters=20, n_candidates=8),
+        }
     device = next(defense.parameters()).device
     test = test.to(device)
     raw = raw.reset_index(drop=True)
@@ -282,7 +289,7 @@ def evaluate_tabular_detector(
         "false_positive_rate_ci": [round(v, 6) for v in wilson(fp, len(test))],
         "false_positive_rate_benign": round(fp_benign / n_benign, 6) if n_benign else None,
         "n_malicious": n_mal,
-        "adaptive_attack": adaptive.name,
+        "adaptive_attacks": list(adaptive),
         "failure_rate": {},
         "failure_rate_ci": {},
         "detection_rate": {},
@@ -294,9 +301,11 @@ def evaluate_tabular_detector(
         key = eps_key(eps)
         cells = {name: (o.x_adv, o.evaded) for (name, e), o in outcomes.items() if e == eps}
         threat = ThreatModel(norm=Norm(norm), eps=eps, domain=domain)
-        x_adv, _, _ = _attack_rows(defense, x_mal, target, adaptive, threat, seed=seed, batch_size=batch_size)
-        evaded = (predict(defense, x_adv) == benign).cpu() & valid_records(domain, x_adv, x_mal, raw_mal)
-        cells[f"detector-aware {adaptive.name}"] = (x_adv.cpu(), evaded)
+        for name, attack in adaptive.items():
+            surface = defense if isinstance(attack, AdaptivePGD) else DetectorPenalty(defense, benign)
+            x_adv, _, _ = _attack_rows(surface, x_mal, target, attack, threat, seed=seed, batch_size=batch_size)
+            evaded = (predict(defense, x_adv) == benign).cpu() & valid_records(domain, x_adv, x_mal, raw_mal)
+            cells[name] = (x_adv.cpu(), evaded)
         worst = torch.zeros(n_mal, dtype=torch.bool)
         for name, (xa, ev) in cells.items():
             d = defense.decide(xa.to(device))
