@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -35,6 +35,9 @@ from bastion.compute import CountingModel
 from bastion.errors import ConfigError
 from bastion.goals import Goal
 from bastion.threat import ThreatModel
+
+if TYPE_CHECKING:
+    from bastion.defenses.pipeline import DefendedClassifier
 
 
 class _BPDA(torch.autograd.Function):
@@ -215,7 +218,7 @@ class DetectorPenalty(nn.Module):
     penalty. Decisions are judged on the defense itself, never on this surrogate.
     """
 
-    def __init__(self, defense: nn.Module, target: int, *, weight: float = 10.0, kappa: float = 0.5) -> None:
+    def __init__(self, defense: DefendedClassifier, target: int, *, weight: float = 10.0, kappa: float = 0.5) -> None:
         super().__init__()
         if getattr(defense, "detector", None) is None:
             raise ConfigError("DetectorPenalty needs a defense with a detector")
