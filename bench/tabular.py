@@ -237,7 +237,10 @@ def merge(parts: list[Path], out: Path) -> int:
         r = read_results(part / "results.json")
         if merged is None:
             merged = r
+            merged["part_configs"] = {part.name: {**r["config"], "wall_time_s": r.get("wall_time_s")}}
             continue
+        merged["part_configs"][part.name] = {**r["config"], "wall_time_s": r.get("wall_time_s")}
+        merged["notes"] += [n for n in r.get("notes", []) if n not in merged["notes"]]
         merged["data"] += "+" + r["data"]
         clash = bool(set(r["models"]) & set(merged["models"]))  # e.g. a second run with another --train-eps
         for name, entry in r["models"].items():
