@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -35,6 +35,9 @@ from bastion.compute import CountingModel
 from bastion.errors import ConfigError
 from bastion.goals import Goal
 from bastion.threat import ThreatModel
+
+if TYPE_CHECKING:
+    from bastion.defenses.pipeline import DefendedClassifier
 
 
 class _BPDA(torch.autograd.Function):
@@ -204,6 +207,33 @@ class AdaptivePGD(Attack):
         if margin is not None and self.detector_weight > 0:
             hit = hit & (margin[first].detach() <= 0)
         return objective, grad, hit
+
+
+class DetectorPenalty(nn.Module):
+    """A defense's logits with the target class pushed down by ``weight * max(0, margin + kappa)``, where
+    ``margin`` is the defense's detection margin (> 0 means flagged).
+
+    Makes any attack toward ``Reach(target)`` detector-aware, the gradient-free search included: flagged
+    candidates score worse, and one counts as a hit only when its classification margin outweighs the
+    penalty. Decisions are judged on the defense itself, never on this surrogate.
+    """
+
+    def __init__(self, defense: DefendedClassifier, target: int, *, weight: float = 10.0, kappa: float = 0.5) -> None:
+        super().__init__()
+        if getattr(defense, "detector", None) is None:
+            raise ConfigError("DetectorPenalty needs a defense with a detector")
+        if weight < 0:
+            raise ConfigError(f"weight must be >= 0, got {weight}")
+        self.defense, self.target, self.weight, self.kappa = defense, target, weight, kappa
+
+    def forward(self, x: Tensor) -> Tensor:
+        from bastion.defenses.pipeline import detection_margin
+
+        logits = self.defense(x)
+        penalty = self.weight * (detection_margin(self.defense, x) + self.kappa).clamp_min(0)
+        shift = torch.zeros_like(logits)
+        shift[:, self.target] = penalty.to(logits.dtype)
+        return logits - shift
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -71,14 +71,27 @@ class CoordinateSearch(Attack):
                 sub_goal = goal.subset(live)
                 best_x, best_score = x_adv[live], score[live]
                 best_hit = torch.zeros_like(best_score, dtype=torch.bool)
-                for _ in range(self.n_candidates):
-                    flat = self._propose(x_adv[live].flatten(1), blocks, columns, threat.eps, rng)
-                    cand = flat.view(-1, *shape[1:])
-                    cand = threat.domain.repair(threat.project(cand, x[live]), x[live])
-                    logits = model(cand)
-                    loss = self.loss(logits, sub_goal.reference)
-                    cand_score = loss if goal.ascend else -loss
-                    hit = sub_goal.satisfied(logits) if self.early_stop else torch.zeros_like(best_hit)
+                # All proposals of a round are repaired and scored as one batch (the repair's per-call
+                # cost dominates on tabular domains); they are kept in the same order as one at a time.
+                origin = x[live]
+                flat = torch.cat(
+                    [
+                        self._propose(x_adv[live].flatten(1), blocks, columns, threat.eps, rng)
+                        for _ in range(self.n_candidates)
+                    ]
+                )
+                ref = origin.repeat(self.n_candidates, *[1] * (origin.dim() - 1))
+                cands = threat.domain.repair(threat.project(flat.view(-1, *shape[1:]), ref), ref)
+                logits_all = model(cands)
+                reference = sub_goal.reference
+                reference = reference.repeat(self.n_candidates, *[1] * (reference.dim() - 1))
+                loss_all = self.loss(logits_all, reference)
+                score_all = loss_all if goal.ascend else -loss_all
+                n_live = live.numel()
+                for k in range(self.n_candidates):
+                    rows = slice(k * n_live, (k + 1) * n_live)
+                    cand, cand_score = cands[rows], score_all[rows]
+                    hit = sub_goal.satisfied(logits_all[rows]) if self.early_stop else torch.zeros_like(best_hit)
                     better = (cand_score > best_score) & ~best_hit | (hit & ~best_hit)
                     best_x = keep_best(best_x, cand, better)
                     best_score = torch.where(better, cand_score, best_score)

@@ -26,11 +26,16 @@ from torch import Tensor, nn
 
 from bastion._typing import Norm
 from bastion.attacks import Attack
+from bastion.attacks.adaptive import AdaptivePGD, DetectorPenalty
+from bastion.attacks.search import CoordinateSearch
 from bastion.data.spec import Split
 from bastion.data.tabular.domain import TabularDomain
 from bastion.data.tabular.preprocess import validate_raw
+from bastion.defenses.pipeline import Defense
 from bastion.domain import BoxDomain
+from bastion.errors import ConfigError
 from bastion.evaluation.accuracy import predict
+from bastion.evaluation.defense import auroc
 from bastion.evaluation.evaluate import ENSEMBLE, CellHook, eps_key
 from bastion.evaluation.stats import wilson
 from bastion.goals import Reach
@@ -59,6 +64,13 @@ class TabularAttackOutcome:
     x_adv: Tensor
     evaded: Tensor
     valid: Tensor
+
+
+def valid_records(domain: TabularDomain, x_adv: Tensor, x: Tensor, raw: pd.DataFrame) -> Tensor:
+    """(N,) bool: the raw record passes ``validate_raw`` against the original row and the point is feasible."""
+    schema = domain.preprocessor.schema
+    ok = validate_raw(domain.raw_records(x_adv), schema, reference=raw) & domain.is_feasible(x_adv, x).cpu().numpy()
+    return torch.as_tensor(ok)
 
 
 def _attack_rows(
@@ -160,10 +172,7 @@ def evaluate_tabular(
             threat = ThreatModel(norm=Norm(norm), eps=eps, domain=domain)
             x_adv, _, cost = _attack_rows(model, x_mal, target, attack, threat, seed=seed, batch_size=batch_size)
             evaded_pred = (predict(model, x_adv) == benign).cpu()
-            valid = torch.as_tensor(
-                validate_raw(domain.raw_records(x_adv), schema, reference=raw_mal)
-                & domain.is_feasible(x_adv, x_mal).cpu().numpy()
-            )
+            valid = valid_records(domain, x_adv, x_mal, raw_mal)
             evaded = evaded_pred & valid
             outcomes[(name, eps)] = TabularAttackOutcome(x_adv.cpu(), evaded, valid)
             worst |= evaded
@@ -225,3 +234,93 @@ def _record(
     metrics = detection_metrics(under_attack, malicious)
     for metric in ("precision", "recall", "mcc"):
         tab[metric].setdefault(name, {})[key] = metrics[metric]
+
+
+def evaluate_tabular_detector(
+    defense: Defense,
+    test: Split,
+    raw: pd.DataFrame,
+    domain: TabularDomain,
+    benign: int,
+    outcomes: dict[tuple[str, float], TabularAttackOutcome],
+    norm: str,
+    eps_values: Sequence[float],
+    *,
+    adaptive: dict[str, Attack] | None = None,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> dict[str, Any]:
+    """A runtime detector on tabular data, judged by what an evader gets: a valid record, classified
+    benign, and not flagged.
+
+    ``outcomes`` are :func:`evaluate_tabular`'s, of the attacks that ignore the detector (run on the
+    defense's bare model, whose labels the defense returns unchanged when it has no transforms). The
+    detector-aware ``adaptive`` attacks run on the whole defense, toward ``benign``, within the same
+    constrained threat model: :class:`AdaptivePGD` reads the detector itself; any other attack (the
+    search) attacks :class:`DetectorPenalty` of the defense. Default: PGD-50 with the detection term
+    (lambda 2) and the search (20 x 8) on the penalized logits. Per (attack, eps), over
+    the malicious rows: ``failure_rate`` (valid, evaded, unflagged), ``detection_rate`` (share of the
+    valid evasions flagged) and ``auroc`` (detector score, clean test rows vs valid evasions);
+    ``failure_rate["ensemble"]`` is the per-row worst case over all attacks. ``false_positive_rate`` is
+    measured on every clean test row (and on the benign ones alone).
+    """
+    if defense.detector is None:
+        raise ConfigError("evaluate_tabular_detector needs a defense with a detector")
+    if adaptive is None:
+        adaptive = {
+            "detector-aware pgd-50": AdaptivePGD(n_steps=50, detector_weight=2.0),
+            "detector-aware search": CoordinateSearch(n_iters=20, n_candidates=8),
+        }
+    device = next(defense.parameters()).device
+    test = test.to(device)
+    raw = raw.reset_index(drop=True)
+    malicious = (test.y != benign).cpu()
+    idx = malicious.nonzero().squeeze(1)
+    x_mal = test.x[idx.to(device)]
+    raw_mal = raw.iloc[idx.numpy()].reset_index(drop=True)
+    n_mal = len(x_mal)
+    clean = defense.decide(test.x)
+    flagged_clean = clean.flagged.cpu()
+    n_benign = int((~malicious).sum())
+    fp, fp_benign = int(flagged_clean.sum()), int(flagged_clean[~malicious].sum())
+    report: dict[str, Any] = {
+        "description": defense.describe(),
+        "false_positive_rate": round(fp / len(test), 6) if len(test) else None,
+        "false_positive_rate_ci": [round(v, 6) for v in wilson(fp, len(test))],
+        "false_positive_rate_benign": round(fp_benign / n_benign, 6) if n_benign else None,
+        "n_malicious": n_mal,
+        "adaptive_attacks": list(adaptive),
+        "failure_rate": {},
+        "failure_rate_ci": {},
+        "detection_rate": {},
+        "auroc": {},
+        "evasion_rate": {},
+    }
+    target = torch.full((n_mal,), benign, dtype=torch.long, device=device)
+    for eps in eps_values:
+        key = eps_key(eps)
+        cells = {name: (o.x_adv, o.evaded) for (name, e), o in outcomes.items() if e == eps}
+        threat = ThreatModel(norm=Norm(norm), eps=eps, domain=domain)
+        for name, attack in adaptive.items():
+            surface = defense if isinstance(attack, AdaptivePGD) else DetectorPenalty(defense, benign)
+            x_adv, _, _ = _attack_rows(surface, x_mal, target, attack, threat, seed=seed, batch_size=batch_size)
+            evaded = (predict(defense, x_adv) == benign).cpu() & valid_records(domain, x_adv, x_mal, raw_mal)
+            cells[name] = (x_adv.cpu(), evaded)
+        worst = torch.zeros(n_mal, dtype=torch.bool)
+        for name, (xa, ev) in cells.items():
+            d = defense.decide(xa.to(device))
+            failed = ev & ~d.flagged.cpu()
+            worst |= failed
+            k = int(failed.sum())
+            flagged_evasions = d.flagged.cpu()[ev]
+            report["failure_rate"].setdefault(name, {})[key] = round(k / n_mal, 6) if n_mal else None
+            report["failure_rate_ci"].setdefault(name, {})[key] = [round(v, 6) for v in wilson(k, n_mal)]
+            report["evasion_rate"].setdefault(name, {})[key] = round(float(ev.float().mean()), 6) if n_mal else None
+            report["detection_rate"].setdefault(name, {})[key] = (
+                round(float(flagged_evasions.float().mean()), 6) if flagged_evasions.numel() else None
+            )
+            report["auroc"].setdefault(name, {})[key] = auroc(clean.scores.cpu(), d.scores.cpu()[ev])
+        k = int(worst.sum())
+        report["failure_rate"].setdefault(ENSEMBLE, {})[key] = round(k / n_mal, 6) if n_mal else None
+        report["failure_rate_ci"].setdefault(ENSEMBLE, {})[key] = [round(v, 6) for v in wilson(k, n_mal)]
+    return report

@@ -198,3 +198,13 @@ def test_linear_relation_evaluates_indicators() -> None:
     with pytest.raises(ConfigError, match="non-zero"):
         LinearRelation(name="z", terms=(("a", 0.0),), bound=0)
     assert np.isfinite(rel.bound)
+
+
+def test_a_row_at_a_relation_bound_still_holds_after_a_float32_round_trip() -> None:
+    # found on KDDTest+: serror_rate 0.03 + rerror_rate 0.98 <= 1.01, read back from float32 model space
+    rel = LinearRelation(name="disjoint", terms=(("a", 1.0), ("b", 1.0)), bound=1.01)
+    exact = pd.DataFrame({"a": [0.03], "b": [0.98]})
+    rounded = exact.astype(np.float32).astype(np.float64)
+    assert rounded.sum(axis=1).iloc[0] > 1.01  # the rounding alone crosses the bound
+    assert rel.holds(exact).all() and rel.holds(rounded).all()
+    assert not rel.holds(pd.DataFrame({"a": [0.04], "b": [0.98]})).any()  # real slack is still refused

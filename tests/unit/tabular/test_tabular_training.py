@@ -98,3 +98,47 @@ def test_ensemble_is_attackable_and_detectors_work_on_tabular_features(standard:
     assert 0 < float(flagged.float().mean()) < 0.4
     far = DOMAIN.repair(X[300:] * 0 + 1, X[300:])  # legal rows pushed to the box corner
     assert detector.score(far).mean() > detector.score(X[300:]).mean()
+
+
+def test_detector_evaluation_counts_only_valid_unflagged_evasions(standard: nn.Module) -> None:
+    from bastion.attacks.adaptive import AdaptivePGD, DetectorPenalty
+    from bastion.defenses import Defense
+    from bastion.defenses.pipeline import detection_margin
+    from bastion.errors import ConfigError
+    from bastion.evaluation.tabular import evaluate_tabular, evaluate_tabular_detector
+
+    test, raw = Split(X[300:], YT[300:]), RAW.iloc[300:]
+    budgets = (0.1, 0.3)
+    _, outcomes = evaluate_tabular(
+        standard, test, raw, DOMAIN, 0, {"pgd": PGD(n_steps=5)}, "linf", budgets, unconstrained=False
+    )
+    defense = Defense(standard, detectors=[MahalanobisDetector(standard)], target_fpr=0.1)
+    defense.fit(X[:250], YT[:250]).calibrate(X[250:300])
+    adaptive = {
+        "detector-aware pgd": AdaptivePGD(n_steps=5, detector_weight=2.0),
+        "detector-aware search": CoordinateSearch(n_iters=3, n_candidates=4),
+    }
+    args = (test, raw, DOMAIN, 0, outcomes, "linf", budgets)
+    report = evaluate_tabular_detector(defense, *args, adaptive=adaptive)
+    flagged = defense.decide(test.x).flagged
+    assert report["false_positive_rate"] == pytest.approx(float(flagged.float().mean()), abs=1e-6)
+    assert report["n_malicious"] == int((test.y != 0).sum())
+    for key in ("0.1", "0.3"):
+        cells = {a: v[key] for a, v in report["failure_rate"].items() if a != "ensemble"}
+        assert set(cells) == {"pgd", "detector-aware pgd", "detector-aware search"}
+        for attack, failure in cells.items():
+            assert failure <= report["evasion_rate"][attack][key] + 1e-9
+        assert max(cells.values()) <= report["failure_rate"]["ensemble"][key] <= sum(cells.values()) + 1e-9
+    # the search's surrogate: the benign logit drops by lambda * max(0, margin + kappa), nothing else moves
+    penalized = DetectorPenalty(defense, 0, weight=10.0, kappa=0.5)(test.x).detach()
+    plain = defense(test.x).detach()
+    margins = detection_margin(defense, test.x).detach()
+    assert torch.equal(penalized[:, 1], plain[:, 1])
+    assert torch.allclose(plain[:, 0] - penalized[:, 0], 10.0 * (margins + 0.5).clamp_min(0), atol=1e-5)
+    # a detector that flags everything leaves the attacker nothing
+    defense.detector.threshold_ = -1e9
+    flag_all = evaluate_tabular_detector(defense, *args[:-1], (0.3,), adaptive=adaptive)
+    assert flag_all["false_positive_rate"] == 1.0
+    assert all(v == 0.0 for cells in flag_all["failure_rate"].values() for v in cells.values())
+    with pytest.raises(ConfigError, match="detector"):
+        evaluate_tabular_detector(Defense(standard), *args)
