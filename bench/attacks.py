@@ -357,6 +357,7 @@ def main() -> None:
     parser.add_argument("--n-steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-ensemble", action="store_true", help="keep the ensemble section of --out if any")
+    parser.add_argument("--skip-steps", action="store_true", help="keep the per-step section of --out if any")
     parser.add_argument("--apgd-t", action="store_true", help="also run APGD-T alone, ours and torchattacks'")
     parser.add_argument("--art-examples", type=int, default=0, help="compare with ART's AutoAttack on N examples")
     parser.add_argument("--out", default="bench/results/attacks.json")
@@ -375,10 +376,13 @@ def main() -> None:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "load_average_at_start": list(os.getloadavg()),
-        "steps": bench_steps(model, x, y, args.n_steps, args.repeats),
     }
     out = Path(args.out)
     previous = json.loads(out.read_text()) if out.exists() else {}
+    if args.skip_steps and "steps" in previous:
+        results["steps"] = previous["steps"]
+    else:
+        results["steps"] = bench_steps(model, x, y, args.n_steps, args.repeats)
     n = min(args.n_examples, len(test))
     if not args.skip_ensemble:
         results["ensemble"] = bench_ensemble(model, test.x[:n], test.y[:n], args.batch_size)
