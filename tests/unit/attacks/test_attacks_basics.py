@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from attack_fixtures import CHEAP
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -16,18 +17,6 @@ from bastion.evaluation.accuracy import accuracy, robust_accuracy
 from bastion.goals import Misclassify, Reach
 from bastion.threat import ThreatModel
 
-CHEAP: dict[str, dict[str, object]] = {
-    "pgd": {"n_steps": 3},
-    "mifgsm": {"n_steps": 3},
-    "apgd": {"n_steps": 4},
-    "apgd-ce": {"n_steps": 4},
-    "apgd-dlr": {"n_steps": 4},
-    "apgd-margin": {"n_steps": 4},
-    "apgd-t": {"n_steps": 3, "n_targets": 2},
-    "square": {"n_queries": 12},
-    "cw": {"n_steps": 4, "n_search": 2},
-    "deepfool": {"n_steps": 4, "n_candidates": 3},
-}
 N_CLASSES = 4  # APGD-T's targeted DLR needs >= 4
 
 
