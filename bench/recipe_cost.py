@@ -35,7 +35,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bastion.config import TrainConfig
 from bastion.models.registry import Architecture, build_model
-from bastion.training.methods import MethodConfig, build_method
+from bastion.runs import method_config
+from bastion.training.methods import build_method
 
 REPO = Path(__file__).resolve().parents[1]
 #: Training examples per epoch: CIFAR-10 50,000 minus the 10% validation split; GTSRB's official
@@ -113,20 +114,7 @@ def arch_key(cfg: TrainConfig) -> str:
 
 def epoch_steps(cfg: TrainConfig) -> list[dict[str, float]]:
     """Per-epoch (train steps, attack steps) per example from the recipe's actual schedule."""
-    _, schedule = build_method(
-        cfg.method,
-        MethodConfig(
-            epochs=cfg.epochs,
-            eps=cfg.eps,
-            n_steps=cfg.n_steps,
-            beta=cfg.beta,
-            n_stages=cfg.n_stages,
-            min_steps=cfg.min_steps,
-            growth=cfg.growth,
-            final_fraction=cfg.final_fraction,
-            stages=tuple(cfg.stages) if cfg.stages is not None else None,
-        ),
-    )
+    _, schedule = build_method(cfg.method, method_config(cfg))
     steps = []
     for epoch in range(schedule.total_epochs):
         _, stage = schedule.stage_at(epoch)

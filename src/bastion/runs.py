@@ -81,6 +81,28 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def method_config(cfg: TrainConfig) -> MethodConfig:
+    """The training method's settings in cfg: what ``build_method`` needs to build objective and schedule."""
+    return MethodConfig(
+        epochs=cfg.epochs,
+        eps=cfg.eps,
+        n_steps=cfg.n_steps,
+        beta=cfg.beta,
+        n_stages=cfg.n_stages,
+        min_steps=cfg.min_steps,
+        growth=cfg.growth,
+        final_fraction=cfg.final_fraction,
+        stages=tuple(cfg.stages) if cfg.stages is not None else None,
+        single_step_epochs=cfg.single_step_epochs,
+        guard=cfg.guard,
+        noise=cfg.noise,
+        replays=cfg.replays,
+        temperature=cfg.temperature,
+        teacher=cfg.teacher,
+        static_models=tuple(cfg.static_models),
+    )
+
+
 def train_model(
     cfg: TrainConfig,
     data: Dataset,
@@ -109,24 +131,7 @@ def train_model(
     model = build_model(arch, seed=cfg.seed).to(device)
     if cfg.init_from is not None:
         _warm_start(model, cfg.init_from, arch)
-    method_cfg = MethodConfig(
-        epochs=cfg.epochs,
-        eps=cfg.eps,
-        n_steps=cfg.n_steps,
-        beta=cfg.beta,
-        n_stages=cfg.n_stages,
-        min_steps=cfg.min_steps,
-        growth=cfg.growth,
-        final_fraction=cfg.final_fraction,
-        stages=tuple(cfg.stages) if cfg.stages is not None else None,
-        single_step_epochs=cfg.single_step_epochs,
-        guard=cfg.guard,
-        noise=cfg.noise,
-        replays=cfg.replays,
-        temperature=cfg.temperature,
-        teacher=cfg.teacher,
-        static_models=tuple(cfg.static_models),
-    )
+    method_cfg = method_config(cfg)
     teacher_record = None
     if cfg.method == "distillation" and cfg.teacher is None and checkpoint_dir is not None:
         teacher_record = _train_teacher(cfg, data, device, hooks, checkpoint_dir, resume)

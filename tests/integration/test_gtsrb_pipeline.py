@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -50,16 +51,21 @@ def write_official_test(root: Path, rng: np.random.Generator, n: int = 9) -> Non
     (folder / "GT-final_test.csv").write_text("\n".join([HEADER, *rows]) + "\n")
 
 
+def load_bench() -> object:
+    spec = importlib.util.spec_from_file_location("bench_gtsrb", REPO / "bench" / "gtsrb.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
 @pytest.mark.slow
 def test_bench_then_evaluate_on_official_test_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BASTION_CACHE", str(tmp_path / "cache"))
     rng = np.random.default_rng(0)
     write_release(tmp_path / "train", rng)
     write_official_test(tmp_path / "test", rng)
-    spec = importlib.util.spec_from_file_location("bench_gtsrb", REPO / "bench" / "gtsrb.py")
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench: Any = load_bench()
     out = tmp_path / "run"
     argv = ["--out", str(out), "--data", f"gtsrb:{tmp_path / 'train'}", "--epochs", "3", "--std-epochs", "1"]
     argv += ["--n-test", "8", "--n-test-suite", "6", "--suite", "quick"]
@@ -75,6 +81,21 @@ def test_bench_then_evaluate_on_official_test_layout(tmp_path: Path, monkeypatch
     assert results["paper_claims"] == {"clean_accuracy": 0.892, "fgsm": 0.705, "eps": eps}
     assert results["projection_full_run"]["cpu_seconds"]["total_s"] > 0
     assert results["split"]["method"].startswith("by physical track")
+    # the warm start's cost is part of the defended model's count
+    warm = results["models"]["progressive-trades"]["training"]
+    std = results["models"]["standard"]["training"]
+    assert warm["gradient_evaluations"] > std["gradient_evaluations"] > 0
+    assert any(e["kind"] == "warm_start" for e in warm["events"])
+
+    # --reuse evaluates the saved models again without training them, and still projects the full run
+    weights = (out / "models" / "progressive-trades" / "weights.safetensors").read_bytes()
+    assert bench.main([*argv, "--threads", "1", "--reuse"]) == 0
+    reused = read_results(out / "results.json")
+    assert (out / "models" / "progressive-trades" / "weights.safetensors").read_bytes() == weights
+    assert reused["models"]["progressive-trades"]["training"] == warm
+    assert reused["models"]["standard"]["clean_accuracy"] == results["models"]["standard"]["clean_accuracy"]
+    assert "train_standard_s" not in reused["timing"]
+    assert reused["projection_full_run"]["cpu_seconds"]["total_s"] > 0
 
     # the saved models and defense re-evaluate on the official test layout (9 images, other file sizes)
     evaluated = tmp_path / "eval"
@@ -89,3 +110,22 @@ def test_bench_then_evaluate_on_official_test_layout(tmp_path: Path, monkeypatch
     assert set(again["models"]) == {"standard", "progressive-trades", "progressive-trades+defense"}
     assert all(entry["n_examples"] == 9 for entry in again["models"].values())
     assert again["split"]["method"].startswith("official test set")
+
+
+@pytest.mark.slow
+def test_bench_defends_a_model_of_another_method(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--method swaps the robust model's training method; names, cost and defense follow it."""
+    monkeypatch.setenv("BASTION_CACHE", str(tmp_path / "cache"))
+    write_release(tmp_path / "train", np.random.default_rng(1))
+    bench: Any = load_bench()
+    out = tmp_path / "run"
+    argv = ["--out", str(out), "--data", f"gtsrb:{tmp_path / 'train'}", "--method", "fast-at", "--epochs", "2"]
+    argv += ["--std-epochs", "1", "--n-test", "6", "--suite", "default", "--threads", "1"]
+    argv += ["--model-options", '{"channels": [4, 8], "hidden": 16}']
+    assert bench.main(argv) == 0
+    results = read_results(out / "results.json")
+    assert set(results["models"]) == {"standard", "fast-at", "fast-at+defense"}
+    assert results["models"]["fast-at+defense"]["path"] == "defenses/fast-at"
+    assert (out / "defenses" / "fast-at").is_dir()
+    assert results["models"]["fast-at"]["training"]["method"] == "fast-at"
+    assert results["projection_full_run"]["cpu_seconds"]["train_fast-at_s"] > 0

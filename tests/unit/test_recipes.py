@@ -14,7 +14,8 @@ from bastion.data.augment import build_augment
 from bastion.domain import BoxDomain
 from bastion.evaluation.suites import SUITES
 from bastion.models import MODELS
-from bastion.training import MethodConfig, build_method
+from bastion.runs import method_config
+from bastion.training import build_method
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
@@ -34,19 +35,7 @@ def test_train_recipe(path: Path) -> None:
     dataset, data_path = parse_spec(cfg.data)
     assert dataset in DATASETS and data_path is not None
     assert cfg.eps == pytest.approx(EPS, abs=1e-6) and cfg.norm == "linf"
-    _, schedule = build_method(
-        cfg.method,
-        MethodConfig(
-            epochs=cfg.epochs,
-            eps=cfg.eps,
-            n_steps=cfg.n_steps,
-            beta=cfg.beta,
-            n_stages=cfg.n_stages,
-            min_steps=cfg.min_steps,
-            growth=cfg.growth,
-            final_fraction=cfg.final_fraction,
-        ),
-    )
+    _, schedule = build_method(cfg.method, method_config(cfg))
     assert schedule.total_epochs == cfg.epochs and schedule.final_eps == pytest.approx(cfg.eps)
     shape, classes, flip = SHAPES[dataset]
     spec = DatasetSpec(
