@@ -177,7 +177,14 @@ def main(argv: list[str] | None = None) -> int:
         saved = out / "models" / name
         if args.reuse and (saved / checkpoint.DESCRIPTION).is_file():
             extra = checkpoint.read_description(saved)
-            trained[name] = (checkpoint.load_model(saved), TrainingRecord.from_dict(extra["training"]))
+            saved_record = TrainingRecord.from_dict(extra["training"])
+            _, wanted = build_method(cfg.method, method_config(cfg))
+            if saved_record.method != cfg.method or saved_record.schedule != wanted.to_list():
+                raise SystemExit(
+                    f"--reuse: {saved} was trained with {saved_record.method} {saved_record.schedule}, not with "
+                    f"this run's {cfg.method} {wanted.to_list()}; pass the options it was trained with"
+                )
+            trained[name] = (checkpoint.load_model(saved), saved_record)
             # The projection needs the training's CPU share; older saves lack it: assume the threads were busy.
             cpu_share[name] = extra.get("train_cpu_share", float(args.threads))
             logging.info("%s: reusing the model saved in %s", name, saved)

@@ -96,6 +96,9 @@ def test_bench_then_evaluate_on_official_test_layout(tmp_path: Path, monkeypatch
     assert reused["models"]["standard"]["clean_accuracy"] == results["models"]["standard"]["clean_accuracy"]
     assert "train_standard_s" not in reused["timing"]
     assert reused["projection_full_run"]["cpu_seconds"]["total_s"] > 0
+    # ... but refuses models trained with other options than the run asks for (no silent mislabelled results)
+    with pytest.raises(SystemExit, match="was trained with progressive-trades"):
+        bench.main([*argv, "--threads", "1", "--reuse", "--beta", "7"])
 
     # the saved models and defense re-evaluate on the official test layout (9 images, other file sizes)
     evaluated = tmp_path / "eval"
