@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bastion import checkpoint
+from bastion.models import checkpoint
 from bastion.data import Dataset
 from bastion.models.registry import Architecture, build_model, normalization_stats
 from bastion.threat import ThreatModel

@@ -41,7 +41,7 @@ from bastion.defenses import (
 from bastion.evaluation.defense import evaluate_defense
 from bastion.evaluation.evaluate import eps_key
 from bastion.io import atomic_write_json
-from bastion.results import environment
+from bastion.artifacts.results import environment
 from bastion.threat import ThreatModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -35,16 +35,16 @@ from typing import Any
 
 import torch
 
-from bastion import checkpoint
+from bastion.models import checkpoint
 from bastion.config import DefenseConfig, TrainConfig
 from bastion.data import load_dataset
 from bastion.defenses.store import build_defense, save_defense
 from bastion.evaluation.evaluate import ENSEMBLE, eps_key, evaluate, evaluate_defense
 from bastion.evaluation.suites import SUITES, build_suite
 from bastion.io import atomic_write_json, atomic_write_text
-from bastion.results import new_results, write_results
-from bastion.runs import method_config, train_model
-from bastion.summary import to_markdown
+from bastion.artifacts.results import new_results, write_results
+from bastion.app.runs import method_config, train_model
+from bastion.render.summary import to_markdown
 from bastion.threat import ThreatModel
 from bastion.training.methods import build_method
 from bastion.training.trainer import TrainingRecord

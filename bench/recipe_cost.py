@@ -35,7 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bastion.config import TrainConfig
 from bastion.models.registry import Architecture, build_model
-from bastion.runs import method_config
+from bastion.app.runs import method_config
 from bastion.training.methods import build_method
 
 REPO = Path(__file__).resolve().parents[1]

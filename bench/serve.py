@@ -33,10 +33,10 @@ import httpx
 import numpy as np
 import torch
 
-from bastion.bundle import export_bundle, load_bundle
+from bastion.artifacts.bundle import export_bundle, load_bundle
 from bastion.data import load_dataset
 from bastion.io import atomic_write_json
-from bastion.results import environment
+from bastion.artifacts.results import environment
 
 
 def free_port() -> int:

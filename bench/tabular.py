@@ -16,7 +16,7 @@ boosting / random forest) and a drift table (attack names seen in training vs on
 
     python bench/tabular.py --out DIR [--quick] [--datasets nsl-kdd phishing malware] [--n-eval N]
 
-writes DIR/results.json (bastion.results schema) and DIR/summary.md, and prints the main table.
+writes DIR/results.json (bastion.artifacts.results schema) and DIR/summary.md, and prints the main table.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ from bastion.evaluation.transfer import SklearnClassifier, drift_accuracy, trans
 from bastion.goals import Reach
 from bastion.io import atomic_write_text
 from bastion.models.registry import Architecture, build_model, normalization_stats
-from bastion.results import new_results, write_results
-from bastion.summary import to_markdown
+from bastion.artifacts.results import new_results, write_results
+from bastion.render.summary import to_markdown
 from bastion.threat import ThreatModel
 from bastion.training import Distillation, MethodConfig, TrainSettings, build_method, constant, fit
 
@@ -230,7 +230,7 @@ def studies_markdown(results: dict[str, Any]) -> str:
 
 def merge(parts: list[Path], out: Path) -> int:
     """One results.json from per-dataset runs (e.g. run in parallel); models and studies are combined."""
-    from bastion.results import read_results
+    from bastion.artifacts.results import read_results
 
     merged: dict[str, Any] | None = None
     for part in parts:

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "load_model": "bastion.checkpoint",
-    "save_model": "bastion.checkpoint",
+    "load_model": "bastion.models.checkpoint",
+    "save_model": "bastion.models.checkpoint",
     "load_dataset": "bastion.data.sources",
     "Dataset": "bastion.data.spec",
     "DatasetSpec": "bastion.data.spec",
@@ -73,7 +73,7 @@ def __getattr__(name: str) -> Any:
 if TYPE_CHECKING:
     from bastion._typing import Norm
     from bastion.attacks import ATTACKS, FGSM, PGD
-    from bastion.checkpoint import load_model, save_model
+    from bastion.models.checkpoint import load_model, save_model
     from bastion.data.sources import load_dataset
     from bastion.data.spec import Dataset, DatasetSpec, Split
     from bastion.defenses import BitDepth, DefendedClassifier, MahalanobisDetector, MedianFilter

@@ -42,7 +42,7 @@ VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log progress 
 @contextmanager
 def _progress() -> Iterator[Any]:
     """A rich progress display; hooks for the library's callbacks."""
-    from bastion.runs import Hooks
+    from bastion.app.runs import Hooks
 
     progress = Progress(
         TextColumn("{task.description}"),
@@ -100,7 +100,7 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _print_results(results: dict[str, Any], out: Path, started: float) -> None:
-    from bastion.summary import accuracy_rows
+    from bastion.render.summary import accuracy_rows
 
     header, rows = accuracy_rows(results)
     table = Table(title=f"bastion {results['command']} - {results['data']} (seed {results['seed']})")
@@ -172,7 +172,7 @@ def train(
     Multi-process: ``torchrun --nproc_per_node=N -m bastion train ...`` (gloo on CPU, NCCL on CUDA).
     """
     from bastion.config import TrainConfig
-    from bastion.runs import run_train
+    from bastion.app.runs import run_train
 
     _setup_logging(verbose)
     started = time.perf_counter()
@@ -214,7 +214,7 @@ def evaluate(
 ) -> None:
     """Evaluate saved models (and their saved runtime defenses) under an attack suite."""
     from bastion.config import EvalConfig
-    from bastion.runs import run_evaluate
+    from bastion.app.runs import run_evaluate
 
     _setup_logging(verbose)
     started = time.perf_counter()
@@ -249,7 +249,7 @@ def demo(
 ) -> None:
     """The dual-phase defense end to end on digits: train, defend, attack, report."""
     from bastion.config import DemoConfig
-    from bastion.runs import run_demo
+    from bastion.app.runs import run_demo
 
     _setup_logging(verbose)
     started = time.perf_counter()
@@ -271,7 +271,7 @@ def experiment(
     verbose: VerboseOpt = False,
 ) -> None:
     """Methods x datasets x seeds, one folder per run (rerun to resume), then statistics across seeds."""
-    from bastion.experiment import ExperimentConfig, run_experiment
+    from bastion.app.experiment import ExperimentConfig, run_experiment
 
     _setup_logging(verbose)
     started = time.perf_counter()
@@ -301,7 +301,7 @@ def export_cmd(
     verbose: VerboseOpt = False,
 ) -> None:
     """Write a deployable bundle: weights, manifest (data, defense, provenance, robustness), SHA256SUMS."""
-    from bastion.bundle import export_bundle, read_manifest
+    from bastion.artifacts.bundle import export_bundle, read_manifest
 
     _setup_logging(verbose)
 
@@ -326,7 +326,7 @@ def report(
     title: Annotated[str, typer.Option("--title", help="Report title.")] = "bastion report",
 ) -> None:
     """One self-contained HTML report (figures embedded, no network) plus Markdown from finished runs."""
-    from bastion.report import write_report
+    from bastion.render.report import write_report
 
     def job() -> None:
         html_path, md_path = write_report(paths, out, title)
@@ -365,7 +365,7 @@ def serve(
     """Serve a bundle over HTTP: /v1/predict, /v1/model, /healthz, /readyz, /metrics."""
     import os
 
-    from bastion.bundle import load_bundle
+    from bastion.artifacts.bundle import load_bundle
 
     _setup_logging(verbose)
 

@@ -12,7 +12,7 @@ from bastion.attacks import APGD, APGDT, DeepFool, Square, cross_entropy
 from bastion.attacks.worst_case import AttackSequence
 from bastion.cli import app
 from bastion.evaluation.suites import SUITES
-from bastion.results import read_results
+from bastion.artifacts.results import read_results
 
 runner = CliRunner()
 

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bastion.cli import app
-from bastion.results import read_results
+from bastion.artifacts.results import read_results
 
 REPO = Path(__file__).resolve().parents[2]
 HEADER = "Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId"

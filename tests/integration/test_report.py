@@ -10,16 +10,16 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bastion import checkpoint
+from bastion.models import checkpoint
 from bastion.config import DefenseConfig, EvalConfig, TrainConfig
 from bastion.data import load_dataset
 from bastion.defenses.store import build_defense
 from bastion.evaluation.checks import CheckSettings, run_checks
 from bastion.evaluation.defense import evaluate_defense
 from bastion.evaluation.suites import build_suite
-from bastion.report import write_report
-from bastion.results import write_results
-from bastion.runs import run_evaluate, run_train
+from bastion.render.report import write_report
+from bastion.artifacts.results import write_results
+from bastion.app.runs import run_evaluate, run_train
 from bastion.threat import ThreatModel
 
 SECTIONS = {"overview", "accuracy", "checks", "robust-vs-eps", "per-class", "detector-roc", "training", "cost"}

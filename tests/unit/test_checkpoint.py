@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from bastion import checkpoint
+from bastion.models import checkpoint
 from bastion.data import Dataset
 from bastion.errors import CheckpointError
 from bastion.models.registry import Architecture, build_model

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from bastion import plots
+from bastion.render import plots
 
 
 def _size(png: bytes | None) -> tuple[int, int]:

@@ -14,7 +14,7 @@ from bastion.data.augment import build_augment
 from bastion.domain import BoxDomain
 from bastion.evaluation.suites import SUITES
 from bastion.models import MODELS
-from bastion.runs import method_config
+from bastion.app.runs import method_config
 from bastion.training import build_method
 
 REPO = Path(__file__).resolve().parents[2]

@@ -98,7 +98,7 @@ def _join_tensors(obj: Any, tensors: dict[str, Tensor]) -> Any:
 
 
 def save_defense(defended: DefendedClassifier, directory: Path) -> Path:
-    """Write defense.json + detector.safetensors. The model itself is saved separately (bastion.checkpoint)."""
+    """Write defense.json + detector.safetensors. The model itself is saved separately (bastion.models.checkpoint)."""
     if isinstance(defended.model, AdaptiveEnsemble):
         raise CheckpointError("a defense around an AdaptiveEnsemble cannot be saved yet: save each member model")
     tensors: dict[str, Tensor] = {}

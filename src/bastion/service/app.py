@@ -32,7 +32,7 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bastion.bundle import Bundle
+from bastion.artifacts.bundle import Bundle
 from bastion.errors import BastionError, ConfigError
 from bastion.service.audit import AuditLog
 from bastion.service.batching import MicroBatcher, QueueFull

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bastion.bundle import Bundle
+from bastion.artifacts.bundle import Bundle
 from bastion.data.spec import DatasetSpec
 from bastion.defenses.ensemble import AdaptiveEnsemble
 from bastion.defenses.pipeline import ACTIONS, REJECT, Defense

@@ -113,7 +113,7 @@ def _distillation_teacher(c: MethodConfig) -> tuple[Objective, Schedule]:
 def _distillation(c: MethodConfig) -> tuple[Objective, Schedule]:
     if c.teacher is None:
         raise ConfigError("distillation needs a teacher model folder (teacher=PATH), trained at the same temperature")
-    from bastion.checkpoint import load_model
+    from bastion.models.checkpoint import load_model
 
     teacher = load_model(c.teacher)
     return Distillation(teacher=teacher, temperature=c.temperature), constant(
@@ -123,7 +123,7 @@ def _distillation(c: MethodConfig) -> tuple[Objective, Schedule]:
 
 @METHODS.register("ensemble-at")
 def _ensemble_at(c: MethodConfig) -> tuple[Objective, Schedule]:
-    from bastion.checkpoint import load_model
+    from bastion.models.checkpoint import load_model
 
     static = tuple(load_model(path) for path in c.static_models)
     return EnsembleAT(static_models=static), constant(epochs=c.epochs, eps=c.eps, n_steps=c.n_steps, beta=0.0)

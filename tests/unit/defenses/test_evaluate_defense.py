@@ -10,8 +10,8 @@ from bastion.data import Dataset
 from bastion.defenses import BitDepth, Defense, GaussianNoise, MahalanobisDetector
 from bastion.evaluation.defense import adaptive_attacks, evaluate_defense
 from bastion.evaluation.evaluate import evaluate_defense as reexported
-from bastion.results import new_results, validate_results
-from bastion.summary import to_markdown
+from bastion.artifacts.results import new_results, validate_results
+from bastion.render.summary import to_markdown
 from bastion.threat import ThreatModel
 
 

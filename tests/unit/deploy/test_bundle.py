@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bastion.bundle import SUMS, export_bundle, load_bundle, verify_bundle
+from bastion.artifacts.bundle import SUMS, export_bundle, load_bundle, verify_bundle
 from bastion.data import Dataset
 from bastion.errors import CheckpointError
 
@@ -29,7 +29,7 @@ def test_export_chooses_the_defended_model_and_records_what_a_deployer_needs(ima
 
 
 def test_loaded_bundle_reproduces_the_run_defense(image_bundle, image_run: Path, digits: Dataset) -> None:
-    from bastion.checkpoint import load_model
+    from bastion.models.checkpoint import load_model
     from bastion.defenses.store import load_defense
 
     model = load_model(image_run / "models" / "progressive-trades")
@@ -73,7 +73,7 @@ def test_damaged_bundles_are_refused_with_the_file_named(copy: Path, damage, mes
 
 
 def test_a_consistent_rewrite_is_caught_by_the_expected_digest(copy: Path, image_bundle) -> None:
-    from bastion.bundle import write_sums
+    from bastion.artifacts.bundle import write_sums
 
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["defense"]["detector"]["threshold"] = 1e9  # tamper, then rewrite the sums to match

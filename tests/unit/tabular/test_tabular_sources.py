@@ -19,7 +19,7 @@ from bastion.data.tabular import read_clamp, read_nsl_kdd, read_phishing, valida
 from bastion.data.tabular.domain import TabularDomain
 from bastion.data.tabular.sources import load_tabular, split_options
 from bastion.errors import ConfigError, DataFormatError, DataNotFoundError
-from bastion.runs import run_evaluate, run_train
+from bastion.app.runs import run_evaluate, run_train
 
 Write = Callable[..., Path]
 SERVICES = ("http", "smtp", "ftp", "private")

@@ -19,8 +19,8 @@ import torch
 from safetensors.torch import load_file
 
 from bastion.config import TrainConfig
-from bastion.results import read_results
-from bastion.runs import run_train
+from bastion.artifacts.results import read_results
+from bastion.app.runs import run_train
 
 SRC = Path(__file__).resolve().parents[3] / "src"
 BASE = {

@@ -184,7 +184,7 @@ def test_distilled_student_matches_its_teacher(digits: Dataset) -> None:
 
 
 def test_every_method_is_registered_with_its_schedule(tmp_path) -> None:
-    from bastion.checkpoint import save_model
+    from bastion.models.checkpoint import save_model
     from bastion.data.sources import load_dataset
 
     data = load_dataset("digits")

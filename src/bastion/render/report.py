@@ -15,12 +15,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bastion import plots
+from bastion.render import plots
 from bastion.errors import CheckpointError
-from bastion.experiment import EXPLANATION, comparison_lines, method_table
+from bastion.app.experiment import EXPLANATION, comparison_lines, method_table
 from bastion.io import atomic_write_bytes, atomic_write_text
-from bastion.results import read_results
-from bastion.summary import _table, accuracy_rows
+from bastion.artifacts.results import read_results
+from bastion.render.summary import _table, accuracy_rows
 
 Table = tuple[list[str], list[list[str]]]
 

@@ -147,8 +147,8 @@ def run_job(cfg: ExperimentConfig, job: Job, threads: int | None = None) -> Path
     """Train and evaluate one run, or finish a killed one; a finished run (``DONE``) is left alone."""
     import torch
 
-    from bastion import checkpoint
-    from bastion.runs import Hooks, run_evaluate, run_train
+    from bastion.models import checkpoint
+    from bastion.app.runs import Hooks, run_evaluate, run_train
 
     if (job.run_dir / DONE).is_file():
         return job.run_dir
@@ -250,7 +250,7 @@ def compare(cfg: ExperimentConfig, out: Path) -> dict[str, Any]:
     and McNemar (per seed, across examples) per method pair, each family Holm-corrected."""
     import json
 
-    from bastion.results import read_results
+    from bastion.artifacts.results import read_results
 
     report: dict[str, Any] = {"experiment": cfg.name, "seeds": cfg.seeds, "datasets": {}}
     for dataset in cfg.datasets:
@@ -317,7 +317,7 @@ def transfer_matrix(cfg: ExperimentConfig, out: Path, dataset: str) -> dict[str,
     seeds; the diagonal is the white-box accuracy. Uses the first ``transfer_examples`` test examples."""
     import torch
 
-    from bastion import checkpoint
+    from bastion.models import checkpoint
     from bastion._typing import Norm
     from bastion.attacks import PGD
     from bastion.data.sources import load_dataset
@@ -395,7 +395,7 @@ def comparison_lines(comparisons: list[dict[str, Any]]) -> list[str]:
 
 def comparison_markdown(comparison: dict[str, Any]) -> str:
     """The comparison as Markdown: a mean [95% t interval] table per metric and one sentence per test."""
-    from bastion.summary import _table
+    from bastion.render.summary import _table
 
     lines = [f"# Experiment `{comparison['experiment']}`", "", EXPLANATION]
     for dataset, block in comparison["datasets"].items():

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from bastion import checkpoint
+from bastion.models import checkpoint
 from bastion.config import EvalConfig
 from bastion.data.tabular.domain import TabularDomain
 from bastion.data.tabular.export import write_records
@@ -22,8 +22,8 @@ from bastion.evaluation.evaluate import ENSEMBLE, eps_key
 from bastion.evaluation.suites import build_suite
 from bastion.evaluation.tabular import evaluate_tabular
 from bastion.io import atomic_write_text
-from bastion.results import new_results, write_results
-from bastion.summary import to_markdown
+from bastion.artifacts.results import new_results, write_results
+from bastion.render.summary import to_markdown
 
 HEADER_FILES = {"nsl-kdd": False, "phishing": False, "malware": True, "unsw-nb15": True, "cic-ids2017": True}
 

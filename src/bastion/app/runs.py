@@ -3,9 +3,9 @@
 Run folder layout::
 
     RUN/run.json                      data SPEC, seed, split, resolved config, environment
-    RUN/models/NAME/                  weights.safetensors + model.json (see bastion.checkpoint)
+    RUN/models/NAME/                  weights.safetensors + model.json (see bastion.models.checkpoint)
     RUN/defenses/NAME/                defense.json + detector.safetensors (see bastion.defenses.store)
-    RUN/results.json                  versioned results (see bastion.results)
+    RUN/results.json                  versioned results (see bastion.artifacts.results)
     RUN/summary.md                    the same numbers, rendered
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bastion import checkpoint
+from bastion.models import checkpoint
 from bastion._typing import Norm
 from bastion.attacks.worst_case import AttackSequence
 from bastion.config import DemoConfig, EvalConfig, TrainConfig
@@ -37,8 +37,8 @@ from bastion.evaluation.evaluate import CellHook, Evaluation, eps_key, evaluate
 from bastion.evaluation.suites import build_suite
 from bastion.io import atomic_write_json, atomic_write_text
 from bastion.models.registry import Architecture, build_model, normalization_stats
-from bastion.results import environment, new_results, write_results
-from bastion.summary import to_markdown
+from bastion.artifacts.results import environment, new_results, write_results
+from bastion.render.summary import to_markdown
 from bastion.threat import ThreatModel
 from bastion.training import distributed as ddp
 from bastion.training.methods import MethodConfig, build_method
@@ -290,7 +290,7 @@ def run_evaluate(path: Path, cfg: EvalConfig, out: Path, hooks: Hooks | None = N
     first = next(iter(models.values()))
     description = checkpoint.read_description(first)
     if description["dataset"].get("modality") == "tabular":
-        from bastion.tabular_runs import run_evaluate_tabular
+        from bastion.app.tabular_runs import run_evaluate_tabular
 
         return run_evaluate_tabular(path, cfg, out, hooks)
     spec_str = cfg.data or description["dataset"]["source"]

@@ -3,9 +3,9 @@
 Layout (``bastion export RUN --out BUNDLE``)::
 
     BUNDLE/manifest.json              what the bundle holds (see ``docs/deploy.md``)
-    BUNDLE/model/                     weights.safetensors + model.json (bastion.checkpoint)
+    BUNDLE/model/                     weights.safetensors + model.json (bastion.models.checkpoint)
     BUNDLE/defense/                   defense.json + detector.safetensors (bastion.defenses.store), if any
-    BUNDLE/model.onnx, defended.onnx  optional ONNX graphs (bastion.onnx_export)
+    BUNDLE/model.onnx, defended.onnx  optional ONNX graphs (bastion.artifacts.onnx)
     BUNDLE/SHA256SUMS                 sha256 of every other file, in ``sha256sum -c`` format
 
 Loading checks SHA256SUMS first (every file listed, none missing, none extra), then reads only JSON and
@@ -29,15 +29,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from bastion import checkpoint
+from bastion.models import checkpoint
 from bastion.data.spec import DatasetSpec
 from bastion.defenses.pipeline import Defense
 from bastion.defenses.store import load_defense
 from bastion.errors import CheckpointError
 from bastion.io import atomic_write_json, atomic_write_text
-from bastion.results import environment, read_results
+from bastion.artifacts.results import environment, read_results
 
-FORMAT = "bastion.bundle"
+FORMAT = "bastion.artifacts.bundle"
 VERSION = 1
 MANIFEST = "manifest.json"
 SUMS = "SHA256SUMS"
@@ -209,7 +209,7 @@ def export_bundle(
             shutil.copytree(defense_dir, tmp / DEFENSE_DIR, ignore=_only("defense.json", "detector.safetensors"))
         manifest = build_manifest(run_dir, name, spec, description, defense)
         if onnx:
-            from bastion.onnx_export import export_bundle_graphs
+            from bastion.artifacts.onnx import export_bundle_graphs
 
             manifest["onnx"] = export_bundle_graphs(net, defense, spec, tmp)
         atomic_write_json(tmp / MANIFEST, manifest)

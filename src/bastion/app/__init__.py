@@ -1,0 +1,1 @@
+"""The application layer: one module per command, composing the library for the CLI, benches and experiments."""

@@ -1,0 +1,1 @@
+"""Artifacts a run leaves behind: results.json, deployment bundles, ONNX graphs."""
