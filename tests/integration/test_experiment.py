@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bastion.errors import ConfigError
 from bastion.app.experiment import DONE, ExperimentConfig, slug
+from bastion.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -92,8 +92,8 @@ def test_dataset_folder_names_are_safe_and_unique() -> None:
 
 def _fake_run(run_dir: Path, method: str, seed: int, clean: list[bool], robust: list[bool]) -> None:
     """A finished run folder as `run_job` leaves it, without training anything."""
-    from bastion.io import atomic_write_json
     from bastion.artifacts.results import new_results, write_results
+    from bastion.io import atomic_write_json
 
     results = new_results(command="evaluate", data="digits", seed=seed, split={"index_digest": f"split-{seed}"})
     results["models"][method] = {
@@ -110,7 +110,8 @@ def _fake_run(run_dir: Path, method: str, seed: int, clean: list[bool], robust: 
 
 
 def test_comparison_pairs_by_seed_and_by_example(tmp_path: Path) -> None:
-    from bastion.app.experiment import compare, comparison_markdown
+    from bastion.app.experiment import compare
+    from bastion.render.experiment import comparison_markdown
 
     cfg = ExperimentConfig.parse(
         {"methods": ["a", "b"], "seeds": [0, 1, 2, 3], "baseline": "b", "transfer_examples": 0}

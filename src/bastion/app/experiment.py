@@ -36,6 +36,7 @@ from bastion.errors import ConfigError
 from bastion.evaluation.evaluate import ENSEMBLE, Evaluation
 from bastion.evaluation.significance import TestResult, describe, holm, mcnemar, mean_ci, paired_t, wilcoxon
 from bastion.io import atomic_write_json, atomic_write_text
+from bastion.render.experiment import comparison_markdown
 
 log = logging.getLogger(__name__)
 
@@ -147,8 +148,8 @@ def run_job(cfg: ExperimentConfig, job: Job, threads: int | None = None) -> Path
     """Train and evaluate one run, or finish a killed one; a finished run (``DONE``) is left alone."""
     import torch
 
-    from bastion.models import checkpoint
     from bastion.app.runs import Hooks, run_evaluate, run_train
+    from bastion.models import checkpoint
 
     if (job.run_dir / DONE).is_file():
         return job.run_dir
@@ -317,11 +318,11 @@ def transfer_matrix(cfg: ExperimentConfig, out: Path, dataset: str) -> dict[str,
     seeds; the diagonal is the white-box accuracy. Uses the first ``transfer_examples`` test examples."""
     import torch
 
-    from bastion.models import checkpoint
     from bastion._typing import Norm
     from bastion.attacks import PGD
     from bastion.data.sources import load_dataset
     from bastion.evaluation.accuracy import predict, robust_accuracy
+    from bastion.models import checkpoint
     from bastion.threat import ThreatModel
 
     ecfg = cfg.eval_config(cfg.seeds[0])
@@ -349,69 +350,3 @@ def transfer_matrix(cfg: ExperimentConfig, out: Path, dataset: str) -> dict[str,
         "n_examples": cfg.transfer_examples,
         "accuracy": {s: {t: round(sum(v) / len(v), 6) for t, v in row.items()} for s, row in sums.items()},
     }
-
-
-EXPLANATION = (
-    "Means over seeds with 95% Student-t intervals. Comparisons are paired by seed (paired t-test, Wilcoxon "
-    "signed-rank) or by test example within a seed (McNemar); p-values are Holm-corrected within each family "
-    "(one family per test and dataset); intervals are not adjusted."
-)
-
-
-def method_table(by_method: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """(header, rows): mean, 95% t interval, n and the values per method, in percent."""
-    rows = []
-    for method, s in by_method.items():
-        iv = s["interval"]
-        ci = "n/a" if iv["low"] is None else f"[{100 * iv['low']:.1f}, {100 * iv['high']:.1f}]"
-        rows.append(
-            [method, f"{100 * iv['mean']:.1f}%", ci, str(iv["n"]), ", ".join(f"{100 * v:.1f}" for v in s["values"])]
-        )
-    return ["method", "mean", "95% CI (t)", "n seeds", "values"], rows
-
-
-def comparison_lines(comparisons: list[dict[str, Any]]) -> list[str]:
-    """One sentence per test of each method pair: paired t, Wilcoxon, and McNemar per seed."""
-    lines = []
-    for row in comparisons:
-        if "sentence" in row:
-            w = row["wilcoxon"]
-            lines += [
-                row["sentence"],
-                f"{row['a']} vs {row['b']}: Wilcoxon signed-rank p = {w['p_adjusted']:.3f} ({w['correction']}), "
-                f"n = {w['n']} seeds, rank-biserial r = {w['effect_size']:.2f}",
-            ]
-        else:
-            lines.append(f"{row['a']} vs {row['b']}: fewer than 2 paired seeds, no test across seeds")
-        for mc in row["mcnemar"]:
-            odds = "n/a" if mc["effect_size"] is None else f"{mc['effect_size']:.2f}"
-            lines.append(
-                f"{row['a']} vs {row['b']}, seed {mc['seed']}: {mc['test']}, n = {mc['n']} examples, difference "
-                f"{100 * mc['difference']:+.1f} points, p = {mc['p_adjusted']:.3g} ({mc['correction']}), "
-                f"odds ratio {odds}"
-            )
-    return lines
-
-
-def comparison_markdown(comparison: dict[str, Any]) -> str:
-    """The comparison as Markdown: a mean [95% t interval] table per metric and one sentence per test."""
-    from bastion.render.summary import _table
-
-    lines = [f"# Experiment `{comparison['experiment']}`", "", EXPLANATION]
-    for dataset, block in comparison["datasets"].items():
-        lines += ["", f"## {dataset}"]
-        for metric, m in block["metrics"].items():
-            lines += ["", f"### {metric}", "", _table(*method_table(m["by_method"])), ""]
-            lines += [f"- {line}" for line in comparison_lines(m["comparisons"])]
-        t = block.get("transfer")
-        if t:
-            targets = list(next(iter(t["accuracy"].values())))
-            rows = [[source, *(f"{100 * row[x]:.1f}%" for x in targets)] for source, row in t["accuracy"].items()]
-            lines += [
-                "",
-                f"### Transfer ({t['attack']} at eps {t['eps']}, {t['n_examples']} examples; rows = source, "
-                "accuracy of the column model)",
-                "",
-                _table(["source", *targets], rows),
-            ]
-    return "\n".join(lines) + "\n"

@@ -15,12 +15,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bastion.render import plots
-from bastion.errors import CheckpointError
-from bastion.app.experiment import EXPLANATION, comparison_lines, method_table
-from bastion.io import atomic_write_bytes, atomic_write_text
 from bastion.artifacts.results import read_results
-from bastion.render.summary import _table, accuracy_rows
+from bastion.errors import CheckpointError
+from bastion.io import atomic_write_bytes, atomic_write_text
+from bastion.render import plots
+from bastion.render.experiment import EXPLANATION, comparison_lines, method_table
+from bastion.render.summary import accuracy_rows, markdown_table
 
 Table = tuple[list[str], list[list[str]]]
 
@@ -75,14 +75,51 @@ def _measured(m: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+Runs = list[tuple[str, dict[str, Any], float | None]]
+
+
 def build_sections(sources: list[Source]) -> list[Section]:
     """Every section with data behind it, in reading order."""
     many = len(sources) > 1
     runs = [((f"{s.label}: " if many else "") + p, r, peak) for s in sources for p, r, peak in s.runs]
     # Figures that show one curve per model use the first seed of an experiment only, to stay readable.
     first = [(p, r) for p, r, _ in runs if "seed-" not in p or p.rstrip(": ").endswith(_first_seed(sources))]
-    sections = [_overview(sources)]
+    sections = [_overview(sources), _accuracy(runs), _checks(runs)]
+    sections += [_statistics(s) for s in sources if s.comparison is not None]
+    sections.append(_robust_vs_eps(sources))
+    sections.append(
+        _figure_section(
+            "per-class",
+            "Per-class robust accuracy",
+            first,
+            plots.per_class,
+            "Clean and worst-case robust accuracy per class at the largest eps.",
+        )
+    )
+    sections.append(
+        _figure_section(
+            "detector-roc",
+            "Detector ROC",
+            first,
+            plots.detector_roc,
+            "Clean test inputs (negatives) vs successful adversarial inputs (positives), largest eps.",
+        )
+    )
+    sections += _transfer(sources)
+    sections.append(
+        _figure_section(
+            "training",
+            "Training curves",
+            first,
+            plots.training_curves,
+            "Loss and accuracies per epoch; shaded bands are the schedule's stages.",
+        )
+    )
+    sections.append(_cost(runs))
+    return [s for s in sections if s.figure is not None or s.tables or s.paragraphs]
 
+
+def _accuracy(runs: Runs) -> Section:
     acc = Section("accuracy", "Accuracy")
     acc.paragraphs.append(
         "Robust accuracy = share of test examples still classified correctly after the attack; `ensemble` = "
@@ -90,8 +127,10 @@ def build_sections(sources: list[Source]) -> list[Section]:
     )
     for prefix, results, _ in runs:
         acc.tables.append((f"{prefix}{results['data']} (seed {results['seed']})", accuracy_rows(results, with_ci=True)))
-    sections.append(acc)
+    return acc
 
+
+def _checks(runs: Runs) -> Section:
     checks = Section("checks", "Sanity checks")
     checks.paragraphs.append(
         "Each evaluation checks itself for the classic signs of gradient masking and weak attacks "
@@ -121,12 +160,11 @@ def build_sections(sources: list[Source]) -> list[Section]:
         checks.tables.append(("Status per model", (["model", *codes], status_rows)))
     if suspect:
         checks.tables.append(("SUSPECT checks", (["model", "check", "why", "measured"], suspect)))
-    sections.append(checks)
+    return checks
 
-    for s in sources:
-        if s.comparison is not None:
-            sections.append(_statistics(s))
 
+def _robust_vs_eps(sources: list[Source]) -> Section:
+    many = len(sources) > 1
     curves: dict[str, list[tuple[float, float, float, float]]] = {}
     interval = "95% Wilson interval"
     for s in sources:
@@ -140,32 +178,16 @@ def build_sections(sources: list[Source]) -> list[Section]:
         else:
             for prefix, results, _ in s.runs:
                 curves.update(plots.curves_from_results(results, (f"{s.label}: " if many else "") + prefix))
-    sections.append(
-        Section(
-            "robust-vs-eps",
-            "Robust accuracy vs eps",
-            figure=plots.robust_vs_eps(curves, "Worst-case robust accuracy", interval),
-            caption=f"Worst case over the suite per model; eps 0 is clean accuracy; bands: {interval}.",
-        )
+    return Section(
+        "robust-vs-eps",
+        "Robust accuracy vs eps",
+        figure=plots.robust_vs_eps(curves, "Worst-case robust accuracy", interval),
+        caption=f"Worst case over the suite per model; eps 0 is clean accuracy; bands: {interval}.",
     )
-    sections.append(
-        _figure_section(
-            "per-class",
-            "Per-class robust accuracy",
-            first,
-            plots.per_class,
-            "Clean and worst-case robust accuracy per class at the largest eps.",
-        )
-    )
-    sections.append(
-        _figure_section(
-            "detector-roc",
-            "Detector ROC",
-            first,
-            plots.detector_roc,
-            "Clean test inputs (negatives) vs successful adversarial inputs (positives), largest eps.",
-        )
-    )
+
+
+def _transfer(sources: list[Source]) -> list[Section]:
+    sections = []
     for s in sources:
         for dataset, block in (s.comparison or {}).get("datasets", {}).items():
             png = plots.transfer_heatmap(block.get("transfer"))
@@ -179,28 +201,20 @@ def build_sections(sources: list[Source]) -> list[Section]:
                         "model (mean over seeds); the diagonal is the white-box accuracy.",
                     )
                 )
-    sections.append(
-        _figure_section(
-            "training",
-            "Training curves",
-            first,
-            plots.training_curves,
-            "Loss and accuracies per epoch; shaded bands are the schedule's stages.",
-        )
-    )
+    return sections
+
+
+def _cost(runs: Runs) -> Section:
     cost = [row for prefix, results, peak in runs for row in plots.cost_rows(results, prefix, peak)]
-    sections.append(
-        Section(
-            "cost",
-            "Cost vs robustness",
-            figure=plots.cost_pareto(cost),
-            caption="Training cost against worst-case robust accuracy at the largest eps; the dashed "
-            "line joins the Pareto-optimal models. Peak memory is shown when measured "
-            "(experiments: the peak resident memory of the process that ran the run).",
-            tables=[("", _cost_table(cost))] if cost else [],
-        )
+    return Section(
+        "cost",
+        "Cost vs robustness",
+        figure=plots.cost_pareto(cost),
+        caption="Training cost against worst-case robust accuracy at the largest eps; the dashed "
+        "line joins the Pareto-optimal models. Peak memory is shown when measured "
+        "(experiments: the peak resident memory of the process that ran the run).",
+        tables=[("", _cost_table(cost))] if cost else [],
     )
-    return [s for s in sections if s.figure is not None or s.tables or s.paragraphs]
 
 
 def _cost_table(cost: list[dict[str, Any]]) -> Table:
@@ -280,7 +294,7 @@ def _statistics(source: Source) -> Section:
 
 def _md_table(title: str, table: Table) -> str:
     header, rows = table
-    body = _table(header, [[c.replace("|", "\\|") for c in r] for r in rows])
+    body = markdown_table(header, [[c.replace("|", "\\|") for c in r] for r in rows])
     return f"**{title}**\n\n{body}" if title else body
 
 

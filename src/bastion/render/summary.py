@@ -41,7 +41,8 @@ def _describe(transform: dict[str, Any]) -> str:
     return f"{transform.get('name', '?')}({options})"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A GitHub-flavoured Markdown table; cells are already formatted strings."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
@@ -52,9 +53,10 @@ def _n_examples(results: dict[str, Any]) -> int:
     return int(models[0].get("n_examples", 0)) if models else 0
 
 
-def to_markdown(results: dict[str, Any]) -> str:
+def _intro(results: dict[str, Any]) -> list[str]:
+    """Title, threat model and how to read the tables."""
     threat = results.get("threat", {})
-    out = [
+    return [
         f"# bastion {results.get('command', 'run')}: {results['data']}",
         "",
         f"Seed {results['seed']}; threat model {threat.get('norm', '?')} with eps in "
@@ -75,8 +77,11 @@ def to_markdown(results: dict[str, Any]) -> str:
         "## Accuracy",
         "",
     ]
-    header, rows = accuracy_rows(results, with_ci=True)
-    out.append(_table(header, rows))
+
+
+def training_section(results: dict[str, Any]) -> list[str]:
+    """Training cost per trained model, and the stages of progressive schedules."""
+    out: list[str] = []
     trained = {
         n: m["training"] for n, m in results["models"].items() if m.get("training") and not n.endswith("+defense")
     }
@@ -85,7 +90,7 @@ def to_markdown(results: dict[str, Any]) -> str:
             "",
             "## Training cost",
             "",
-            _table(
+            markdown_table(
                 ["model", "method", "gradient evaluations", "forward passes", "wall time (s)", "stages"],
                 [
                     [
@@ -106,7 +111,7 @@ def to_markdown(results: dict[str, Any]) -> str:
             if len(t.get("stages", [])) > 1:
                 out += ["", f"Stages of `{n}`:", ""]
                 out.append(
-                    _table(
+                    markdown_table(
                         ["stage", "epochs", "eps", "attack steps", "beta", "gradient evaluations"],
                         [
                             [
@@ -121,6 +126,12 @@ def to_markdown(results: dict[str, Any]) -> str:
                         ],
                     )
                 )
+    return out
+
+
+def defense_section(results: dict[str, Any]) -> list[str]:
+    """One block per defended model: its transforms, detector calibration and failure rates."""
+    out: list[str] = []
     for n, m in results["models"].items():
         d = m.get("defense")
         if not d:
@@ -160,12 +171,24 @@ def to_markdown(results: dict[str, Any]) -> str:
                         "n/a" if auc is None else f"{auc:.3f}",
                     ]
                 )
-        out.append(_table(["attack", "eps", "robust acc.", "detected (of fooled)", "failure rate", "AUROC"], rows))
+        out.append(
+            markdown_table(["attack", "eps", "robust acc.", "detected (of fooled)", "failure rate", "AUROC"], rows)
+        )
         out.append("")
         out.append(
             "Failure rate = share of all test inputs that end misclassified and unflagged"
             + ("; `ensemble` = per-input worst case over all attacks." if "ensemble" in d["failure_rate"] else ".")
         )
+    return out
+
+
+def to_markdown(results: dict[str, Any]) -> str:
+    """summary.md of a run: accuracy, training cost, runtime defense, tabular figures, checks, notes."""
+    out = _intro(results)
+    header, rows = accuracy_rows(results, with_ci=True)
+    out.append(markdown_table(header, rows))
+    out += training_section(results)
+    out += defense_section(results)
     out += tabular_section(results)
     out += checks_section(results)
     notes = results.get("notes")
@@ -213,7 +236,7 @@ def tabular_section(results: dict[str, Any]) -> list[str]:
                     + [f"{t[k][attack][e]:.3f}" for k in ("precision", "recall", "mcc")]
                 )
     header = ["model", "attack", "eps", "robust (detected)", "valid", "unconstrained claim", "unconstr. valid"]
-    out.append(_table([*header, "precision", "recall", "MCC"], rows))
+    out.append(markdown_table([*header, "precision", "recall", "MCC"], rows))
     return out
 
 
@@ -233,7 +256,7 @@ def checks_section(results: dict[str, Any]) -> list[str]:
     for name, checks in models.items():
         counts = {s: sum(c["status"] == s for c in checks.values()) for s in ("pass", "SUSPECT", "skipped")}
         rows.append([name, *(str(counts[s]) for s in ("pass", "SUSPECT", "skipped"))])
-    out.append(_table(["model", "pass", "SUSPECT", "skipped"], rows))
+    out.append(markdown_table(["model", "pass", "SUSPECT", "skipped"], rows))
     for name, checks in models.items():
         for code, c in checks.items():
             if c["status"] == "SUSPECT":

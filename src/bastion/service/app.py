@@ -33,6 +33,7 @@ from starlette.datastructures import UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bastion.artifacts.bundle import Bundle
+from bastion.data.spec import DatasetSpec
 from bastion.errors import BastionError, ConfigError
 from bastion.service.audit import AuditLog
 from bastion.service.batching import MicroBatcher, QueueFull
@@ -148,68 +149,142 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return body
 
 
-def create_app(bundle: Bundle, settings: ServiceSettings | None = None) -> ASGIApp:
-    """The ASGI application serving ``bundle`` (hand it to uvicorn, or to FastAPI's TestClient)."""
-    settings = settings or ServiceSettings()
-    predictor = Predictor.from_bundle(bundle, defend=settings.defend)
-    metrics = Metrics()
-    audit = (
-        AuditLog(settings.audit_log, max_bytes=settings.audit_max_bytes, backups=settings.audit_backups)
-        if settings.audit_log is not None
-        else None
-    )
+class _Service:
+    """The state behind the routes: the predictor, its micro-batcher, the metrics and the audit log."""
 
-    def on_batch(rows: int, waited: float) -> None:
-        metrics.batch_rows.observe(rows)
-        metrics.queue_wait.observe(waited)
+    def __init__(self, bundle: Bundle, settings: ServiceSettings) -> None:
+        self.bundle, self.settings = bundle, settings
+        self.predictor = Predictor.from_bundle(bundle, defend=settings.defend)
+        self.metrics = Metrics()
+        self.audit = (
+            AuditLog(settings.audit_log, max_bytes=settings.audit_max_bytes, backups=settings.audit_backups)
+            if settings.audit_log is not None
+            else None
+        )
+        self.batcher: MicroBatcher[dict[str, Any]] = MicroBatcher(
+            self.predictor,
+            max_rows=settings.batch_rows,
+            max_wait_s=settings.batch_wait_ms / 1000,
+            max_queue=settings.max_queue,
+            on_batch=self._on_batch,
+        )
+        self.ready = False
+        self.model_info = {
+            **bundle.manifest,
+            "bundle_digest": bundle.digest,
+            "service": {**settings.public(), "defended": self.predictor.defended},
+        }
 
-    batcher: MicroBatcher[dict[str, Any]] = MicroBatcher(
-        predictor,
-        max_rows=settings.batch_rows,
-        max_wait_s=settings.batch_wait_ms / 1000,
-        max_queue=settings.max_queue,
-        on_batch=on_batch,
-    )
-    state = {"ready": False}
-    model_info = {
-        **bundle.manifest,
-        "bundle_digest": bundle.digest,
-        "service": {**settings.public(), "defended": predictor.defended},
-    }
+    def _on_batch(self, rows: int, waited: float) -> None:
+        self.metrics.batch_rows.observe(rows)
+        self.metrics.queue_wait.observe(waited)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await batcher.start()
-        warm = torch.as_tensor(getattr(bundle.spec.domain, "lower", 0.0), dtype=torch.float32)
-        warm = warm.expand(1, *bundle.spec.input_shape).contiguous()
+    async def lifespan(self, _: FastAPI) -> AsyncIterator[None]:
+        await self.batcher.start()
+        spec = self.bundle.spec
+        warm = torch.as_tensor(getattr(spec.domain, "lower", 0.0), dtype=torch.float32)
+        warm = warm.expand(1, *spec.input_shape).contiguous()
         with torch.inference_mode():
-            await asyncio.to_thread(predictor.defense, warm)  # first call pays allocation and lazy init
-        state["ready"] = True
-        log.info("serving %s (digest %s, defended=%s)", bundle.name, bundle.digest, predictor.defended)
+            await asyncio.to_thread(self.predictor.defense, warm)  # first call pays allocation and lazy init
+        self.ready = True
+        log.info("serving %s (digest %s, defended=%s)", self.bundle.name, self.bundle.digest, self.predictor.defended)
         try:
             yield
         finally:
-            state["ready"] = False
-            await batcher.stop()
+            self.ready = False
+            await self.batcher.stop()
 
-    app = FastAPI(
-        title="bastion inference service",
-        version=str(bundle.manifest.get("version")),
-        lifespan=lifespan,
-        responses={422: {"model": ErrorResponse}},
-    )
-
-    async def require_token(request: Request) -> None:
-        if settings.token is None:
+    async def require_token(self, request: Request) -> None:
+        if self.settings.token is None:
             return
         header = request.headers.get("authorization", "")
         scheme, _, given = header.partition(" ")
-        expected = settings.token.encode()
+        expected = self.settings.token.encode()
         ok = scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode("utf-8", "replace"), expected)
         if not ok:
             raise RequestError(
                 "missing or invalid bearer token", loc=("header", "authorization"), status=401, kind="auth"
             )
+
+    async def predict(self, request: Request) -> JSONResponse:
+        settings, metrics = self.settings, self.metrics
+        x = await parse_request(request, self.bundle.spec, settings)
+        request_id = uuid.uuid4().hex
+        try:
+            outputs = await self.batcher.submit(x, settings.timeout_s)
+        except QueueFull:
+            metrics.rejected_requests.labels(reason="queue_full").inc()
+            msg = [{"loc": [], "msg": "server busy: inference queue is full, retry later", "type": "overloaded"}]
+            return _error(503, msg, {"Retry-After": "1"})
+        except TimeoutError:
+            metrics.rejected_requests.labels(reason="timeout").inc()
+            msg = [{"loc": [], "msg": f"inference did not finish within {settings.timeout_s:g} s", "type": "timeout"}]
+            return _error(504, msg)
+        for out in outputs:
+            metrics.inputs.labels(decision=out["decision"]).inc()
+        if self.audit is not None:
+            try:
+                await _audit(self.audit, request_id, x, outputs)
+            except OSError:  # the answer still goes out; the gap is logged and counted
+                log.exception("audit log write failed for request %s", request_id)
+                metrics.audit_errors.inc()
+        body = {
+            "request_id": request_id,
+            "model": self.bundle.name,
+            "defended": self.predictor.defended,
+            "outputs": outputs,
+        }
+        return JSONResponse(body, headers={"X-Request-ID": request_id})
+
+
+async def parse_request(request: Request, spec: DatasetSpec, settings: ServiceSettings) -> torch.Tensor:
+    """The request's inputs as one tensor: JSON, a .npy array or multipart image uploads."""
+    try:
+        async with asyncio.timeout(settings.timeout_s):  # a trickled body must not hold a slot forever
+            body = await _read_body(request, settings.max_body_bytes)
+    except TimeoutError:
+        raise RequestError(f"request body not received within {settings.timeout_s:g} s", status=408) from None
+    ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if ctype == "multipart/form-data":
+        form = await request.form(max_files=settings.max_inputs + 1, max_fields=settings.max_inputs + 1)
+        for key in form:
+            if key != "files":
+                raise RequestError(f"{key}: unknown form field (allowed: files)"[:300], loc=("body", key))
+        files = []
+        for item in form.getlist("files"):
+            if not isinstance(item, UploadFile):
+                raise RequestError("files: expected file uploads, got a text field", loc=("body", "files"))
+            files.append((item.filename or "upload", await item.read()))
+        return await asyncio.to_thread(parse_images, files, spec, max_inputs=settings.max_inputs)
+    if ctype == "application/x-npy":
+        return parse_npy(body, spec, max_inputs=settings.max_inputs)
+    if ctype not in ("application/json", ""):
+        raise RequestError(
+            f"unsupported content type {ctype!r}: send application/json, application/x-npy or multipart/form-data"[
+                :300
+            ],
+            loc=("header", "content-type"),
+            status=415,
+        )
+    try:
+        obj = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise RequestError(f"body is not valid JSON: {exc}"[:300], kind="json_invalid") from None
+    return parse_json(obj, spec, max_inputs=settings.max_inputs)
+
+
+def create_app(bundle: Bundle, settings: ServiceSettings | None = None) -> ASGIApp:
+    """The ASGI application serving ``bundle`` (hand it to uvicorn, or to FastAPI's TestClient)."""
+    settings = settings or ServiceSettings()
+    service = _Service(bundle, settings)
+    app = FastAPI(
+        title="bastion inference service",
+        version=str(bundle.manifest.get("version")),
+        lifespan=service.lifespan,
+        responses={422: {"model": ErrorResponse}},
+    )
+    authorized = [Depends(service.require_token)]
 
     @app.exception_handler(RequestError)
     async def _request_error(_: Request, exc: RequestError) -> JSONResponse:
@@ -226,84 +301,29 @@ def create_app(bundle: Bundle, settings: ServiceSettings | None = None) -> ASGIA
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        ready = state["ready"] and batcher.running
+        ready = service.ready and service.batcher.running
         return JSONResponse({"status": "ready" if ready else "starting"}, status_code=200 if ready else 503)
 
-    @app.get("/v1/model", dependencies=[Depends(require_token)])
+    @app.get("/v1/model", dependencies=authorized)
     async def model() -> dict[str, Any]:
-        return model_info
+        return service.model_info
 
-    @app.get("/metrics", dependencies=[Depends(require_token)])
+    @app.get("/metrics", dependencies=authorized)
     async def prometheus() -> Response:
-        metrics.queue_depth.set(batcher.depth)
-        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        service.metrics.queue_depth.set(service.batcher.depth)
+        return Response(service.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.post(
         "/v1/predict",
         response_model=PredictResponse,
-        dependencies=[Depends(require_token)],
+        dependencies=authorized,
         openapi_extra=predict_openapi(),
         responses={413: {"model": ErrorResponse}, 503: {"model": ErrorResponse}, 504: {"model": ErrorResponse}},
     )
     async def predict(request: Request) -> JSONResponse:
-        x = await _parse(request)
-        request_id = uuid.uuid4().hex
-        try:
-            outputs = await batcher.submit(x, settings.timeout_s)
-        except QueueFull:
-            metrics.rejected_requests.labels(reason="queue_full").inc()
-            msg = [{"loc": [], "msg": "server busy: inference queue is full, retry later", "type": "overloaded"}]
-            return _error(503, msg, {"Retry-After": "1"})
-        except TimeoutError:
-            metrics.rejected_requests.labels(reason="timeout").inc()
-            msg = [{"loc": [], "msg": f"inference did not finish within {settings.timeout_s:g} s", "type": "timeout"}]
-            return _error(504, msg)
-        for out in outputs:
-            metrics.inputs.labels(decision=out["decision"]).inc()
-        if audit is not None:
-            try:
-                await _audit(audit, request_id, x, outputs)
-            except OSError:  # the answer still goes out; the gap is logged and counted
-                log.exception("audit log write failed for request %s", request_id)
-                metrics.audit_errors.inc()
-        body = {"request_id": request_id, "model": bundle.name, "defended": predictor.defended, "outputs": outputs}
-        return JSONResponse(body, headers={"X-Request-ID": request_id})
+        return await service.predict(request)
 
-    async def _parse(request: Request) -> torch.Tensor:
-        try:
-            async with asyncio.timeout(settings.timeout_s):  # a trickled body must not hold a slot forever
-                body = await _read_body(request, settings.max_body_bytes)
-        except TimeoutError:
-            raise RequestError(f"request body not received within {settings.timeout_s:g} s", status=408) from None
-        ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-        if ctype == "multipart/form-data":
-            form = await request.form(max_files=settings.max_inputs + 1, max_fields=settings.max_inputs + 1)
-            for key in form:
-                if key != "files":
-                    raise RequestError(f"{key}: unknown form field (allowed: files)"[:300], loc=("body", key))
-            files = []
-            for item in form.getlist("files"):
-                if not isinstance(item, UploadFile):
-                    raise RequestError("files: expected file uploads, got a text field", loc=("body", "files"))
-                files.append((item.filename or "upload", await item.read()))
-            return await asyncio.to_thread(parse_images, files, bundle.spec, max_inputs=settings.max_inputs)
-        if ctype == "application/x-npy":
-            return parse_npy(body, bundle.spec, max_inputs=settings.max_inputs)
-        if ctype not in ("application/json", ""):
-            raise RequestError(
-                f"unsupported content type {ctype!r}: send application/json, application/x-npy or multipart/form-data"[
-                    :300
-                ],
-                loc=("header", "content-type"),
-                status=415,
-            )
-        try:
-            obj = json.loads(body)
-        except (ValueError, RecursionError) as exc:
-            raise RequestError(f"body is not valid JSON: {exc}"[:300], kind="json_invalid") from None
-        return parse_json(obj, bundle.spec, max_inputs=settings.max_inputs)
-
-    return _Guard(app, settings.max_body_bytes, metrics)
+    return _Guard(app, settings.max_body_bytes, service.metrics)
 
 
 async def _audit(audit: AuditLog, request_id: str, x: torch.Tensor, outputs: list[dict[str, Any]]) -> None:
