@@ -37,7 +37,7 @@ from bastion.errors import CheckpointError
 from bastion.io import atomic_write_json, atomic_write_text
 from bastion.artifacts.results import environment, read_results
 
-FORMAT = "bastion.artifacts.bundle"
+FORMAT = "bastion.bundle"  # the manifest format name (stable; not the module path)
 VERSION = 1
 MANIFEST = "manifest.json"
 SUMS = "SHA256SUMS"
