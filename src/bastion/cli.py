@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -145,6 +145,24 @@ def _run(job: Any) -> None:
         raise typer.Exit(2) from None
 
 
+def _run_with_progress(verbose: bool, out: Path, job: Callable[[Any], dict[str, Any]]) -> None:
+    """What train, evaluate and demo share: logging, progress hooks, exit 2 on a clear error, the result table.
+
+    ``job(hooks)`` builds its config and runs; its results are printed unless it has no models (under
+    torchrun only rank 0 has results to show).
+    """
+    _setup_logging(verbose)
+    started = time.perf_counter()
+
+    def run() -> None:
+        with _progress() as hooks:
+            results = job(hooks)
+        if results["models"]:
+            _print_results(results, out, started)
+
+    _run(run)
+
+
 @app.command()
 def train(
     data: Annotated[str | None, typer.Option("--data", help=DATA_HELP)] = None,
@@ -174,19 +192,13 @@ def train(
     from bastion.config import TrainConfig
     from bastion.app.runs import run_train
 
-    _setup_logging(verbose)
-    started = time.perf_counter()
-
-    def job() -> None:
+    def job(hooks: Any) -> dict[str, Any]:
         cfg = TrainConfig.from_yaml(
             config, data=data, model=model, method=method, epochs=epochs, eps=eps, seed=seed, device=device
         )
-        with _progress() as hooks:
-            results = run_train(cfg, out, hooks, resume=resume)
-        if results["models"]:  # under torchrun only rank 0 has results to show
-            _print_results(results, out, started)
+        return run_train(cfg, out, hooks, resume=resume)
 
-    _run(job)
+    _run_with_progress(verbose, out, job)
 
 
 @app.command()
@@ -216,10 +228,7 @@ def evaluate(
     from bastion.config import EvalConfig
     from bastion.app.runs import run_evaluate
 
-    _setup_logging(verbose)
-    started = time.perf_counter()
-
-    def job() -> None:
+    def job(hooks: Any) -> dict[str, Any]:
         cfg = EvalConfig.from_yaml(
             config,
             data=data,
@@ -231,11 +240,9 @@ def evaluate(
             on_bad_rows=on_bad_rows,
             save_adversarial=str(save_adversarial) if save_adversarial else None,
         )
-        with _progress() as hooks:
-            results = run_evaluate(path, cfg, out, hooks)
-        _print_results(results, out, started)
+        return run_evaluate(path, cfg, out, hooks)
 
-    _run(job)
+    _run_with_progress(verbose, out, job)
 
 
 @app.command()
@@ -251,16 +258,11 @@ def demo(
     from bastion.config import DemoConfig
     from bastion.app.runs import run_demo
 
-    _setup_logging(verbose)
-    started = time.perf_counter()
-
-    def job() -> None:
+    def job(hooks: Any) -> dict[str, Any]:
         cfg = DemoConfig.from_yaml(config, seed=seed, device=device)
-        with _progress() as hooks:
-            results = run_demo(cfg, out, quick=quick, hooks=hooks)
-        _print_results(results, out, started)
+        return run_demo(cfg, out, quick=quick, hooks=hooks)
 
-    _run(job)
+    _run_with_progress(verbose, out, job)
 
 
 @app.command()
