@@ -171,7 +171,7 @@ def train(
 
     Multi-process: ``torchrun --nproc_per_node=N -m bastion train ...`` (gloo on CPU, NCCL on CUDA).
     """
-    from bastion.config import TrainConfig
+    from bastion.app.config import TrainConfig
     from bastion.app.runs import run_train
 
     _setup_logging(verbose)
@@ -213,7 +213,7 @@ def evaluate(
     verbose: VerboseOpt = False,
 ) -> None:
     """Evaluate saved models (and their saved runtime defenses) under an attack suite."""
-    from bastion.config import EvalConfig
+    from bastion.app.config import EvalConfig
     from bastion.app.runs import run_evaluate
 
     _setup_logging(verbose)
@@ -248,7 +248,7 @@ def demo(
     verbose: VerboseOpt = False,
 ) -> None:
     """The dual-phase defense end to end on digits: train, defend, attack, report."""
-    from bastion.config import DemoConfig
+    from bastion.app.config import DemoConfig
     from bastion.app.runs import run_demo
 
     _setup_logging(verbose)

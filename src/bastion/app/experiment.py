@@ -31,7 +31,8 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from bastion.config import EvalConfig, TrainConfig, _Config
+from bastion.app.config import EvalConfig, TrainConfig
+from bastion.config import StrictConfig
 from bastion.errors import ConfigError
 from bastion.evaluation.evaluate import ENSEMBLE, Evaluation
 from bastion.evaluation.significance import TestResult, describe, holm, mcnemar, mean_ci, paired_t, wilcoxon
@@ -43,7 +44,7 @@ DONE = "DONE"
 PACKAGES = ("bastion", "torch", "numpy", "scipy", "scikit-learn", "pydantic", "matplotlib")
 
 
-class ExperimentConfig(_Config):
+class ExperimentConfig(StrictConfig):
     """Methods x datasets x seeds; ``train`` and ``evaluate`` hold the shared `train` / `evaluate` options."""
 
     name: str = "experiment"
@@ -147,8 +148,8 @@ def run_job(cfg: ExperimentConfig, job: Job, threads: int | None = None) -> Path
     """Train and evaluate one run, or finish a killed one; a finished run (``DONE``) is left alone."""
     import torch
 
-    from bastion.models import checkpoint
     from bastion.app.runs import Hooks, run_evaluate, run_train
+    from bastion.models import checkpoint
 
     if (job.run_dir / DONE).is_file():
         return job.run_dir
@@ -317,11 +318,11 @@ def transfer_matrix(cfg: ExperimentConfig, out: Path, dataset: str) -> dict[str,
     seeds; the diagonal is the white-box accuracy. Uses the first ``transfer_examples`` test examples."""
     import torch
 
-    from bastion.models import checkpoint
     from bastion._typing import Norm
     from bastion.attacks import PGD
     from bastion.data.sources import load_dataset
     from bastion.evaluation.accuracy import predict, robust_accuracy
+    from bastion.models import checkpoint
     from bastion.threat import ThreatModel
 
     ecfg = cfg.eval_config(cfg.seeds[0])
