@@ -35,15 +35,16 @@ from typing import Any
 
 import torch
 
-from bastion.models import checkpoint
-from bastion.config import DefenseConfig, TrainConfig
+from bastion.app.config import TrainConfig
+from bastion.app.runs import method_config, train_model
+from bastion.artifacts.results import new_results, write_results
 from bastion.data import load_dataset
+from bastion.defenses.config import DefenseConfig
 from bastion.defenses.store import build_defense, save_defense
 from bastion.evaluation.evaluate import ENSEMBLE, eps_key, evaluate, evaluate_defense
 from bastion.evaluation.suites import SUITES, build_suite
 from bastion.io import atomic_write_json, atomic_write_text
-from bastion.artifacts.results import new_results, write_results
-from bastion.app.runs import method_config, train_model
+from bastion.models import checkpoint
 from bastion.render.summary import to_markdown
 from bastion.threat import ThreatModel
 from bastion.training.methods import build_method

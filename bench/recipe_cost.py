@@ -33,9 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from bastion.config import TrainConfig
-from bastion.models.registry import Architecture, build_model
+from bastion.app.config import TrainConfig
 from bastion.app.runs import method_config
+from bastion.models.registry import Architecture, build_model
 from bastion.training.methods import build_method
 
 REPO = Path(__file__).resolve().parents[1]

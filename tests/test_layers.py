@@ -31,6 +31,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "bastion.domain",
             "bastion.threat",
             "bastion.goals",
+            "bastion.ranks",
         ),
     ),
     ("data", ("bastion.data",)),

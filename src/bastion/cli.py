@@ -189,7 +189,7 @@ def train(
 
     Multi-process: ``torchrun --nproc_per_node=N -m bastion train ...`` (gloo on CPU, NCCL on CUDA).
     """
-    from bastion.config import TrainConfig
+    from bastion.app.config import TrainConfig
     from bastion.app.runs import run_train
 
     def job(hooks: Any) -> dict[str, Any]:
@@ -225,7 +225,7 @@ def evaluate(
     verbose: VerboseOpt = False,
 ) -> None:
     """Evaluate saved models (and their saved runtime defenses) under an attack suite."""
-    from bastion.config import EvalConfig
+    from bastion.app.config import EvalConfig
     from bastion.app.runs import run_evaluate
 
     def job(hooks: Any) -> dict[str, Any]:
@@ -255,7 +255,7 @@ def demo(
     verbose: VerboseOpt = False,
 ) -> None:
     """The dual-phase defense end to end on digits: train, defend, attack, report."""
-    from bastion.config import DemoConfig
+    from bastion.app.config import DemoConfig
     from bastion.app.runs import run_demo
 
     def job(hooks: Any) -> dict[str, Any]:

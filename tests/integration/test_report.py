@@ -10,16 +10,17 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bastion.models import checkpoint
-from bastion.config import DefenseConfig, EvalConfig, TrainConfig
+from bastion.app.config import EvalConfig, TrainConfig
+from bastion.app.runs import run_evaluate, run_train
+from bastion.artifacts.results import write_results
 from bastion.data import load_dataset
+from bastion.defenses.config import DefenseConfig
 from bastion.defenses.store import build_defense
 from bastion.evaluation.checks import CheckSettings, run_checks
 from bastion.evaluation.defense import evaluate_defense
 from bastion.evaluation.suites import build_suite
+from bastion.models import checkpoint
 from bastion.render.report import write_report
-from bastion.artifacts.results import write_results
-from bastion.app.runs import run_evaluate, run_train
 from bastion.threat import ThreatModel
 
 SECTIONS = {"overview", "accuracy", "checks", "robust-vs-eps", "per-class", "detector-roc", "training", "cost"}

@@ -7,13 +7,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bastion.config import TrainConfig
+from bastion.app.config import TrainConfig
+from bastion.app.runs import resolve_device, train_model
 from bastion.data import Dataset, DatasetSpec
 from bastion.data.augment import RandomCropFlip, build_augment
 from bastion.domain import BoxDomain
 from bastion.errors import ConfigError
 from bastion.models.registry import Architecture, build_model
-from bastion.app.runs import resolve_device, train_model
 from bastion.threat import ThreatModel
 from bastion.training import MethodConfig, TrainSettings, build_method, fit
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bastion.config import DemoConfig, EvalConfig, TrainConfig
+from bastion.app.config import DemoConfig, EvalConfig, TrainConfig
 from bastion.errors import ConfigError
 
 
@@ -54,3 +54,24 @@ def test_negative_eval_eps_rejected() -> None:
 def test_missing_config_file(tmp_path) -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         TrainConfig.from_yaml(tmp_path / "nope.yaml")
+
+
+def test_dataclass_settings_take_their_fields_from_a_flat_config() -> None:
+    from bastion.training import MethodConfig, TrainSettings
+
+    cfg = TrainConfig.parse({"epochs": 4, "stages": [{"epochs": 4, "eps": 0.1}], "static_models": ["a", "b"]})
+    method = MethodConfig.from_config(cfg.model_dump())
+    assert method.epochs == 4 and method.stages == ({"epochs": 4, "eps": 0.1},) and method.static_models == ("a", "b")
+    settings = TrainSettings.from_config(cfg.model_dump())
+    assert settings.batch_size == cfg.batch_size and settings.momentum == TrainSettings().momentum
+
+
+def test_a_field_missing_from_the_config_is_an_error() -> None:
+    from bastion.training import MethodConfig, TrainSettings
+
+    flat = TrainConfig().model_dump()
+    del flat["beta"], flat["lr"]
+    with pytest.raises(ConfigError, match="lacks beta, needed by MethodConfig"):
+        MethodConfig.from_config(flat)
+    with pytest.raises(ConfigError, match="lacks lr, needed by TrainSettings"):
+        TrainSettings.from_config(flat)

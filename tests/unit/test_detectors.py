@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 from bastion.attacks import PGD
-from bastion.config import DefenseConfig
 from bastion.data import Dataset
 from bastion.defenses import BitDepth, DefendedClassifier, MahalanobisDetector, MedianFilter
+from bastion.defenses.config import DefenseConfig
 from bastion.defenses.detectors.base import threshold_for_fpr
 from bastion.defenses.store import build_defense, load_defense, save_defense
 from bastion.errors import ConfigError, InputValidationError, NotFittedError

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from bastion.config import EvalConfig, TrainConfig
+from bastion.app.config import EvalConfig, TrainConfig
+from bastion.app.runs import method_config
 from bastion.data import DATASETS, DatasetSpec, parse_spec
 from bastion.data.augment import build_augment
 from bastion.domain import BoxDomain
 from bastion.evaluation.suites import SUITES
 from bastion.models import MODELS
-from bastion.app.runs import method_config
 from bastion.training import build_method
 
 REPO = Path(__file__).resolve().parents[2]

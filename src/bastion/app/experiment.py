@@ -31,7 +31,8 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from bastion.config import EvalConfig, TrainConfig, _Config
+from bastion.app.config import EvalConfig, TrainConfig
+from bastion.config import StrictConfig
 from bastion.errors import ConfigError
 from bastion.evaluation.evaluate import ENSEMBLE, Evaluation
 from bastion.evaluation.significance import TestResult, describe, holm, mcnemar, mean_ci, paired_t, wilcoxon
@@ -44,7 +45,7 @@ DONE = "DONE"
 PACKAGES = ("bastion", "torch", "numpy", "scipy", "scikit-learn", "pydantic", "matplotlib")
 
 
-class ExperimentConfig(_Config):
+class ExperimentConfig(StrictConfig):
     """Methods x datasets x seeds; ``train`` and ``evaluate`` hold the shared `train` / `evaluate` options."""
 
     name: str = "experiment"

@@ -20,10 +20,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from bastion.models import checkpoint
 from bastion._typing import Norm
+from bastion.app.config import DemoConfig, EvalConfig, TrainConfig
+from bastion.artifacts.results import environment, new_results, write_results
 from bastion.attacks.worst_case import AttackSequence
-from bastion.config import DemoConfig, EvalConfig, TrainConfig
 from bastion.data.augment import build_augment
 from bastion.data.sources import load_dataset
 from bastion.data.spec import Dataset
@@ -36,8 +36,8 @@ from bastion.evaluation.defense import evaluate_defense
 from bastion.evaluation.evaluate import CellHook, Evaluation, eps_key, evaluate
 from bastion.evaluation.suites import build_suite
 from bastion.io import atomic_write_json, atomic_write_text
+from bastion.models import checkpoint
 from bastion.models.registry import Architecture, build_model, normalization_stats
-from bastion.artifacts.results import environment, new_results, write_results
 from bastion.render.summary import to_markdown
 from bastion.threat import ThreatModel
 from bastion.training import distributed as ddp
@@ -83,24 +83,7 @@ def resolve_device(name: str) -> torch.device:
 
 def method_config(cfg: TrainConfig) -> MethodConfig:
     """The training method's settings in cfg: what ``build_method`` needs to build objective and schedule."""
-    return MethodConfig(
-        epochs=cfg.epochs,
-        eps=cfg.eps,
-        n_steps=cfg.n_steps,
-        beta=cfg.beta,
-        n_stages=cfg.n_stages,
-        min_steps=cfg.min_steps,
-        growth=cfg.growth,
-        final_fraction=cfg.final_fraction,
-        stages=tuple(cfg.stages) if cfg.stages is not None else None,
-        single_step_epochs=cfg.single_step_epochs,
-        guard=cfg.guard,
-        noise=cfg.noise,
-        replays=cfg.replays,
-        temperature=cfg.temperature,
-        teacher=cfg.teacher,
-        static_models=tuple(cfg.static_models),
-    )
+    return MethodConfig.from_config(cfg.model_dump())
 
 
 def train_model(
@@ -142,19 +125,7 @@ def train_model(
         log.info("%s schedule: %s", cfg.method, row)
     if hooks.on_schedule is not None:
         hooks.on_schedule(cfg.method, rows)
-    settings = TrainSettings(
-        batch_size=cfg.batch_size,
-        optimizer=cfg.optimizer,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        lr_schedule=cfg.lr_schedule,
-        val_examples=cfg.val_examples,
-        ema_decay=cfg.ema_decay,
-        restore_best=cfg.restore_best,
-        collapse_action=cfg.collapse_action,
-        amp=cfg.amp,
-        channels_last=cfg.channels_last,
-    )
+    settings = TrainSettings.from_config(cfg.model_dump())
     threat = ThreatModel(norm=Norm(cfg.norm), eps=cfg.eps, domain=data.spec.domain)
     record = fit(
         model,

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from bastion.models import checkpoint
-from bastion.config import EvalConfig
+from bastion.app.config import EvalConfig
+from bastion.artifacts.results import new_results, write_results
 from bastion.data.tabular.domain import TabularDomain
 from bastion.data.tabular.export import write_records
 from bastion.data.tabular.sources import TabularData, load_tabular
@@ -22,7 +22,7 @@ from bastion.evaluation.evaluate import ENSEMBLE, eps_key
 from bastion.evaluation.suites import build_suite
 from bastion.evaluation.tabular import evaluate_tabular
 from bastion.io import atomic_write_text
-from bastion.artifacts.results import new_results, write_results
+from bastion.models import checkpoint
 from bastion.render.summary import to_markdown
 
 HEADER_FILES = {"nsl-kdd": False, "phishing": False, "malware": True, "unsw-nb15": True, "cic-ids2017": True}

@@ -11,18 +11,18 @@
   counts as a success only when it is misclassified AND not flagged.
 - Transfer: adversarial examples crafted on the undefended model, replayed on the defense.
 
-These attacks expect the attacked model to be a defense (``DefendedClassifier``/``Defense``): they read
-its ``model``, ``transforms`` and ``detector``. On a bare model they reduce to PGD. ``AttackResult.success``
-reports misclassification only (the Goal protocol sees logits, not the detector);
-:func:`evasion_success` gives "misclassified and not flagged".
+These attacks expect the attacked model to be a defense: anything with the :class:`DefenseSurface` they
+read (``model``, ``transforms``, ``detector``, ``detection_margin``, ``decide``), which
+``bastion.defenses.DefendedClassifier`` and ``Defense`` provide. On a bare model they reduce to PGD.
+``AttackResult.success`` reports misclassification only (the Goal protocol sees logits, not the
+detector); :func:`evasion_success` gives "misclassified and not flagged".
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, cast
 
 import torch
 from torch import Tensor, nn
@@ -36,8 +36,38 @@ from bastion.errors import ConfigError
 from bastion.goals import Goal
 from bastion.threat import ThreatModel
 
-if TYPE_CHECKING:
-    from bastion.defenses.pipeline import DefendedClassifier
+
+class Verdict(Protocol):
+    """What a defense decides per input: its label and whether its detector flagged the input."""
+
+    @property
+    def labels(self) -> Tensor: ...
+
+    @property
+    def flagged(self) -> Tensor: ...
+
+
+class DefenseSurface(Protocol):
+    """What the adaptive attacks read from a defense (``bastion.defenses.DefendedClassifier`` has it all).
+
+    Declared here because attacks sit below defenses: a defense may use the attacks, never the reverse.
+    ``detection_margin`` is (N,), differentiable, > 0 where the detector flags; it needs a detector.
+    """
+
+    @property
+    def model(self) -> nn.Module: ...
+
+    @property
+    def transforms(self) -> Sequence[Callable[[Tensor], Tensor]]: ...
+
+    @property
+    def detector(self) -> object | None: ...
+
+    def __call__(self, x: Tensor) -> Tensor: ...
+
+    def detection_margin(self, x: Tensor) -> Tensor: ...
+
+    def decide(self, x: Tensor) -> Verdict: ...
 
 
 class _BPDA(torch.autograd.Function):
@@ -76,16 +106,18 @@ def bpda(transform: Callable[[Tensor], Tensor], approx: Callable[[Tensor], Tenso
     return BPDATransform(transform, approx)
 
 
-def _defense_of(model: Classifier) -> Any | None:
+def _defense_of(model: Classifier) -> DefenseSurface | None:
     """The defense behind an attack's (counting) model, or None for a bare model."""
     inner = model.inner if isinstance(model, CountingModel) else model
-    return inner if hasattr(inner, "transforms") and hasattr(inner, "detector") and hasattr(inner, "model") else None
+    if hasattr(inner, "transforms") and hasattr(inner, "detector") and hasattr(inner, "model"):
+        return cast(DefenseSurface, inner)
+    return None
 
 
 class _Surrogate(nn.Module):
     """The defense's forward with every non-differentiable transform under BPDA."""
 
-    def __init__(self, defense: Any) -> None:
+    def __init__(self, defense: DefenseSurface) -> None:
         super().__init__()
         self.model = defense.model
         self.transforms = [t if getattr(t, "differentiable", True) else bpda(t) for t in defense.transforms]
@@ -96,7 +128,7 @@ class _Surrogate(nn.Module):
         return self.model(x)
 
 
-def evasion_success(defended: Any, x_adv: Tensor, y: Tensor) -> Tensor:
+def evasion_success(defended: DefenseSurface, x_adv: Tensor, y: Tensor) -> Tensor:
     """(N,) bool: misclassified by the defense AND not flagged by its detector."""
     d = defended.decide(x_adv)
     return (d.labels != y) & ~d.flagged
@@ -142,8 +174,6 @@ class AdaptivePGD(Attack):
     def _perturb(
         self, model: Classifier, x: Tensor, goal: Goal, threat: ThreatModel, rng: torch.Generator | None
     ) -> Tensor:
-        from bastion.defenses.pipeline import detection_margin
-
         defense = _defense_of(model)
         forward: Classifier = model
         if defense is not None and self.bpda:
@@ -151,7 +181,7 @@ class AdaptivePGD(Attack):
             forward = CountingModel(_Surrogate(defense), counter)
         margin_fn: Callable[[Tensor], Tensor] | None = None
         if defense is not None and defense.detector is not None:
-            margin_fn = partial(detection_margin, defense)
+            margin_fn = defense.detection_margin
         step = (self.rel_step_size if self.rel_step_size is not None else 2.5 / self.n_steps) * threat.eps
         best_x = x.clone()
         best = torch.full((x.shape[0],), float("-inf"), device=x.device)
@@ -218,7 +248,7 @@ class DetectorPenalty(nn.Module):
     penalty. Decisions are judged on the defense itself, never on this surrogate.
     """
 
-    def __init__(self, defense: DefendedClassifier, target: int, *, weight: float = 10.0, kappa: float = 0.5) -> None:
+    def __init__(self, defense: DefenseSurface, target: int, *, weight: float = 10.0, kappa: float = 0.5) -> None:
         super().__init__()
         if getattr(defense, "detector", None) is None:
             raise ConfigError("DetectorPenalty needs a defense with a detector")
@@ -227,10 +257,8 @@ class DetectorPenalty(nn.Module):
         self.defense, self.target, self.weight, self.kappa = defense, target, weight, kappa
 
     def forward(self, x: Tensor) -> Tensor:
-        from bastion.defenses.pipeline import detection_margin
-
         logits = self.defense(x)
-        penalty = self.weight * (detection_margin(self.defense, x) + self.kappa).clamp_min(0)
+        penalty = self.weight * (self.defense.detection_margin(x) + self.kappa).clamp_min(0)
         shift = torch.zeros_like(logits)
         shift[:, self.target] = penalty.to(logits.dtype)
         return logits - shift

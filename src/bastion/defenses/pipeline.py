@@ -80,6 +80,23 @@ class DefendedClassifier(nn.Module):
             flagged = self.detector.predict(x)
         return Decision(labels, confidence, scores, flagged, probabilities=probs)
 
+    def detection_margin(self, x: Tensor) -> Tensor:
+        """(N,) differentiable ``(score - threshold) / scale``: > 0 means flagged.
+
+        The scale is the distance from the clean median score to the threshold when the defense was
+        calibrated (so 0 = at the threshold, -1 = a typical clean input); else |threshold|. Detector-aware
+        attacks descend it (``bastion.attacks.adaptive``).
+        """
+        detector = self.detector
+        if detector is None:
+            raise ConfigError("this defense has no detector")
+        threshold = require_fitted(detector.threshold_, type(detector).__name__)
+        center = getattr(self, "score_center_", None)
+        scale = threshold - center if center is not None and threshold > center else max(abs(threshold), 1e-6)
+        fn = getattr(detector, "soft_score", None)
+        score = fn(x) if fn is not None else detector.score(x)
+        return (score.to(x.dtype) - threshold) / scale
+
     def describe(self) -> dict[str, Any]:
         detector = None
         if self.detector is not None:
@@ -199,17 +216,5 @@ class Defense(DefendedClassifier):
 
 
 def detection_margin(defended: DefendedClassifier, x: Tensor) -> Tensor:
-    """(N,) differentiable ``(score - threshold) / scale``: > 0 means flagged.
-
-    The scale is the distance from the clean median score to the threshold when the defense was
-    calibrated (so 0 = at the threshold, -1 = a typical clean input); else |threshold|.
-    """
-    detector = defended.detector
-    if detector is None:
-        raise ConfigError("this defense has no detector")
-    threshold = require_fitted(detector.threshold_, type(detector).__name__)
-    center = getattr(defended, "score_center_", None)
-    scale = threshold - center if center is not None and threshold > center else max(abs(threshold), 1e-6)
-    fn = getattr(detector, "soft_score", None)
-    score = fn(x) if fn is not None else detector.score(x)
-    return (score.to(x.dtype) - threshold) / scale
+    """(N,) differentiable detection margin of ``defended`` at x (see :meth:`DefendedClassifier.detection_margin`)."""
+    return defended.detection_margin(x)

@@ -17,58 +17,33 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor, nn
 
-from bastion.config import DefenseConfig
 from bastion.data.spec import Split
-from bastion.defenses.detectors.base import Detector
-from bastion.defenses.detectors.combined import detector_from_state
-from bastion.defenses.detectors.kde import KDEDetector
-from bastion.defenses.detectors.lid import LIDDetector
-from bastion.defenses.detectors.mahalanobis import MahalanobisDetector
-from bastion.defenses.detectors.squeeze import SqueezeDetector
+from bastion.defenses.config import DefenseConfig
+from bastion.defenses.detectors.registry import build_detector, detector_from_state
 from bastion.defenses.ensemble import AdaptiveEnsemble
 from bastion.defenses.pipeline import DefendedClassifier, Defense
-from bastion.defenses.transforms import BitDepth, InputTransform, JPEGQuantize, MedianFilter, transform_from_dict
+from bastion.defenses.transforms import transform_from_dict
 from bastion.domain import BoxDomain, InputDomain
-from bastion.errors import CheckpointError, ConfigError
+from bastion.errors import CheckpointError
 from bastion.io import atomic_write_bytes, atomic_write_json
 
 FORMAT = 2
 
 
-def build_detector(name: str, model: nn.Module, target_fpr: float) -> Detector:
-    """A detector by name: mahalanobis, lid, kde or squeeze (squeezing by 3-bit depth and 2x2 median)."""
-    if name == "mahalanobis":
-        return MahalanobisDetector(model, target_fpr=target_fpr)
-    if name == "lid":
-        return LIDDetector(model, target_fpr=target_fpr)
-    if name == "kde":
-        return KDEDetector(model, target_fpr=target_fpr)
-    if name == "squeeze":
-        return SqueezeDetector(model, target_fpr=target_fpr)
-    raise ConfigError(f"unknown detector {name!r}; available: kde, lid, mahalanobis, squeeze")
-
-
 def build_defense(
     model: nn.Module, cfg: DefenseConfig, train: Split, val: Split, *, domain: InputDomain | None = None
 ) -> Defense:
-    """Transforms from cfg; detectors fitted on clean train data, calibrated on clean val data."""
-    transforms: list[InputTransform] = []
-    if cfg.bit_depth is not None:
-        transforms.append(BitDepth(cfg.bit_depth))
-    if cfg.median is not None:
-        transforms.append(MedianFilter(cfg.median))
-    jpeg = getattr(cfg, "jpeg_quality", None)
-    if jpeg is not None:
-        transforms.append(JPEGQuantize(jpeg))
-    names = list(getattr(cfg, "detectors", ["mahalanobis"]))
-    detectors = [build_detector(n, model, cfg.target_fpr) for n in names]
+    """Transforms from cfg (through TRANSFORMS); detectors (through DETECTORS) fitted on clean train data,
+    calibrated on clean val data."""
+    transforms = [transform_from_dict(spec) for spec in cfg.transform_specs()]
+    detectors = [build_detector(name, model, cfg.target_fpr) for name in cfg.detectors]
     defense = Defense(
         model,
         transforms,
         detectors,
         domain=domain,
         target_fpr=cfg.target_fpr,
-        reject_fpr=getattr(cfg, "reject_fpr", None),
+        reject_fpr=cfg.reject_fpr,
     )
     return defense.fit(train.x, train.y).calibrate(val.x)
 

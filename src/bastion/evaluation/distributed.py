@@ -14,19 +14,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from bastion.ranks import is_main as is_main  # re-exported: callers ask distributed.is_main()
+from bastion.ranks import rank_and_world
+
 log = logging.getLogger(__name__)
-
-
-def rank_and_world() -> tuple[int, int]:
-    """(rank, world size); (0, 1) outside an initialised process group."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def is_main() -> bool:
-    """True on rank 0 (and in single-process runs): the rank that writes results."""
-    return rank_and_world()[0] == 0
 
 
 def init_from_env() -> bool:

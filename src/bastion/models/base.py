@@ -49,7 +49,7 @@ class ImageClassifier(nn.Module):
         return self.head(self.features(x))
 
 
-def _stat_shape(input_shape: tuple[int, ...]) -> tuple[int, ...]:
+def stat_shape(input_shape: tuple[int, ...]) -> tuple[int, ...]:
     """Per-channel statistics for images (C, 1, 1); per-feature for flat inputs (D,)."""
     return (input_shape[0], 1, 1) if len(input_shape) == 3 else tuple(input_shape)
 
@@ -66,7 +66,7 @@ class MLP(ImageClassifier):
         hidden: tuple[int, ...] = (256, 128),
         dropout: float = 0.0,
     ) -> None:
-        super().__init__(mean.reshape(_stat_shape(input_shape)), std.reshape(_stat_shape(input_shape)))
+        super().__init__(mean.reshape(stat_shape(input_shape)), std.reshape(stat_shape(input_shape)))
         layers: list[nn.Module] = [nn.Flatten()]
         width = int(torch.tensor(input_shape).prod())
         for h in hidden:
@@ -90,7 +90,7 @@ class SmallCNN(ImageClassifier):
         channels: tuple[int, int] = (32, 64),
         hidden: int = 128,
     ) -> None:
-        super().__init__(mean.reshape(_stat_shape(input_shape)), std.reshape(_stat_shape(input_shape)))
+        super().__init__(mean.reshape(stat_shape(input_shape)), std.reshape(stat_shape(input_shape)))
         c_in, height, width = input_shape
         c1, c2 = channels
         self.body = nn.Sequential(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from bastion.models.base import ImageClassifier, _stat_shape
+from bastion.models.base import ImageClassifier, stat_shape
 
 
 class PreActBlock(nn.Module):
@@ -44,6 +44,20 @@ def _stage(c_in: int, c_out: int, n_blocks: int, stride: int, dropout: float) ->
     blocks = [PreActBlock(c_in, c_out, stride, dropout)]
     blocks += [PreActBlock(c_out, c_out, 1, dropout) for _ in range(n_blocks - 1)]
     return nn.Sequential(*blocks)
+
+
+def _residual_body(
+    channels: int, stem_width: int, stages: tuple[tuple[int, int], ...], dropout: float
+) -> nn.Sequential:
+    """3x3 stem conv, then one stage per (width, blocks) (the first at stride 1, the others at 2), then
+    BN-ReLU, global average pooling and flatten: (N, C, H, W) -> (N, last width)."""
+    layers: list[nn.Module] = [nn.Conv2d(channels, stem_width, 3, padding=1, bias=False)]
+    c_in = stem_width
+    for i, (c_out, n_blocks) in enumerate(stages):
+        layers.append(_stage(c_in, c_out, n_blocks, 1 if i == 0 else 2, dropout))
+        c_in = c_out
+    layers += [nn.BatchNorm2d(c_in), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    return nn.Sequential(*layers)
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -76,16 +90,10 @@ class PreActResNet(ImageClassifier):
         width: int = 64,
     ) -> None:
         _check_input(input_shape, "PreActResNet")
-        super().__init__(mean.reshape(_stat_shape(input_shape)), std.reshape(_stat_shape(input_shape)))
-        widths = [width, 2 * width, 4 * width, 8 * width]
-        layers: list[nn.Module] = [nn.Conv2d(input_shape[0], width, 3, padding=1, bias=False)]
-        c_in = width
-        for i, (c_out, n_blocks) in enumerate(zip(widths, blocks, strict=True)):
-            layers.append(_stage(c_in, c_out, n_blocks, 1 if i == 0 else 2, 0.0))
-            c_in = c_out
-        layers += [nn.BatchNorm2d(c_in), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-        self.body = nn.Sequential(*layers)
-        self.head = nn.Linear(c_in, num_classes)
+        super().__init__(mean.reshape(stat_shape(input_shape)), std.reshape(stat_shape(input_shape)))
+        widths = (width, 2 * width, 4 * width, 8 * width)
+        self.body = _residual_body(input_shape[0], width, tuple(zip(widths, blocks, strict=True)), 0.0)
+        self.head = nn.Linear(widths[-1], num_classes)
         _init_weights(self)
 
 
@@ -109,17 +117,11 @@ class WideResNet(ImageClassifier):
             raise ValueError(f"WideResNet width must be >= 1, got {width}")
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        super().__init__(mean.reshape(_stat_shape(input_shape)), std.reshape(_stat_shape(input_shape)))
+        super().__init__(mean.reshape(stat_shape(input_shape)), std.reshape(stat_shape(input_shape)))
         n_blocks = (depth - 4) // 6
-        widths = [16 * width, 32 * width, 64 * width]
-        layers: list[nn.Module] = [nn.Conv2d(input_shape[0], 16, 3, padding=1, bias=False)]
-        c_in = 16
-        for i, c_out in enumerate(widths):
-            layers.append(_stage(c_in, c_out, n_blocks, 1 if i == 0 else 2, dropout))
-            c_in = c_out
-        layers += [nn.BatchNorm2d(c_in), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-        self.body = nn.Sequential(*layers)
-        self.head = nn.Linear(c_in, num_classes)
+        widths = (16 * width, 32 * width, 64 * width)
+        self.body = _residual_body(input_shape[0], 16, tuple((c, n_blocks) for c in widths), dropout)
+        self.head = nn.Linear(widths[-1], num_classes)
         _init_weights(self)
 
 

@@ -14,6 +14,20 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from bastion.ranks import is_main, rank_and_world
+
+__all__ = [
+    "average_gradients",
+    "barrier",
+    "gather_states",
+    "is_main",
+    "launched_by_torchrun",
+    "rank_and_world",
+    "setup_from_env",
+    "sum_counts",
+    "teardown",
+]
+
 log = logging.getLogger(__name__)
 
 
@@ -42,16 +56,6 @@ def teardown() -> None:
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
-
-
-def rank_and_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def is_main() -> bool:
-    return rank_and_world()[0] == 0
 
 
 def sum_counts(forward: int, backward: int, device: torch.device) -> tuple[int, int]:

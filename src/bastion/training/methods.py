@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from bastion.config import from_config
 from bastion.errors import ConfigError
+from bastion.models.checkpoint import load_model
 from bastion.registry import Registry
-from bastion.training.objectives import (
-    MART,
-    PGDAT,
-    TRADES,
-    Distillation,
-    EnsembleAT,
-    FastAT,
-    FreeAT,
-    Objective,
-    Standard,
-)
+from bastion.training import objectives
+from bastion.training.objectives import Objective
 from bastion.training.schedules import Schedule, constant, progressive
 
 
@@ -48,23 +42,28 @@ class MethodConfig:
     teacher: str | None = None
     static_models: tuple[str, ...] = ()
 
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> MethodConfig:
+        """The method's settings out of a wider flat config (e.g. ``TrainConfig``); a missing one is an error."""
+        return from_config(cls, config, "the training config")
+
 
 METHODS: Registry[tuple[Objective, Schedule]] = Registry("training method")
 
 
 @METHODS.register("standard")
 def _standard(c: MethodConfig) -> tuple[Objective, Schedule]:
-    return Standard(), constant(epochs=c.epochs, eps=0.0, n_steps=1, beta=0.0)
+    return objectives.Standard(), constant(epochs=c.epochs, eps=0.0, n_steps=1, beta=0.0)
 
 
 @METHODS.register("pgd-at")
 def _pgd_at(c: MethodConfig) -> tuple[Objective, Schedule]:
-    return PGDAT(), constant(epochs=c.epochs, eps=c.eps, n_steps=c.n_steps, beta=0.0)
+    return objectives.PGDAT(), constant(epochs=c.epochs, eps=c.eps, n_steps=c.n_steps, beta=0.0)
 
 
 @METHODS.register("trades")
 def _trades(c: MethodConfig) -> tuple[Objective, Schedule]:
-    return TRADES(), constant(epochs=c.epochs, eps=c.eps, n_steps=c.n_steps, beta=c.beta)
+    return objectives.TRADES(), constant(epochs=c.epochs, eps=c.eps, n_steps=c.n_steps, beta=c.beta)
 
 
 @METHODS.register("progressive-trades")
@@ -83,29 +82,29 @@ def _progressive_trades(c: MethodConfig) -> tuple[Objective, Schedule]:
             final_fraction=c.final_fraction,
             single_step_epochs=c.single_step_epochs,
         )
-    return TRADES(name="progressive-trades"), schedule
+    return objectives.TRADES(name="progressive-trades"), schedule
 
 
 @METHODS.register("mart")
 def _mart(c: MethodConfig) -> tuple[Objective, Schedule]:
-    return MART(), constant(epochs=c.epochs, eps=c.eps, n_steps=c.n_steps, beta=c.beta)
+    return objectives.MART(), constant(epochs=c.epochs, eps=c.eps, n_steps=c.n_steps, beta=c.beta)
 
 
 @METHODS.register("fast-at")
 def _fast_at(c: MethodConfig) -> tuple[Objective, Schedule]:
-    return FastAT(guard=c.guard, noise=c.noise), constant(epochs=c.epochs, eps=c.eps, n_steps=1, beta=0.0)
+    return objectives.FastAT(guard=c.guard, noise=c.noise), constant(epochs=c.epochs, eps=c.eps, n_steps=1, beta=0.0)
 
 
 @METHODS.register("free-at")
 def _free_at(c: MethodConfig) -> tuple[Objective, Schedule]:
     """``epochs`` counts passes over the data; each holds ``replays`` optimiser steps per minibatch."""
-    return FreeAT(replays=c.replays), constant(epochs=c.epochs, eps=c.eps, n_steps=1, beta=0.0)
+    return objectives.FreeAT(replays=c.replays), constant(epochs=c.epochs, eps=c.eps, n_steps=1, beta=0.0)
 
 
 @METHODS.register("distillation-teacher")
 def _distillation_teacher(c: MethodConfig) -> tuple[Objective, Schedule]:
     """The teacher of defensive distillation: standard training at temperature T."""
-    objective = Standard(name="distillation-teacher", temperature=c.temperature)
+    objective = objectives.Standard(name="distillation-teacher", temperature=c.temperature)
     return objective, constant(epochs=c.epochs, eps=0.0, n_steps=1, beta=0.0)
 
 
@@ -113,20 +112,17 @@ def _distillation_teacher(c: MethodConfig) -> tuple[Objective, Schedule]:
 def _distillation(c: MethodConfig) -> tuple[Objective, Schedule]:
     if c.teacher is None:
         raise ConfigError("distillation needs a teacher model folder (teacher=PATH), trained at the same temperature")
-    from bastion.models.checkpoint import load_model
-
     teacher = load_model(c.teacher)
-    return Distillation(teacher=teacher, temperature=c.temperature), constant(
+    return objectives.Distillation(teacher=teacher, temperature=c.temperature), constant(
         epochs=c.epochs, eps=0.0, n_steps=1, beta=0.0
     )
 
 
 @METHODS.register("ensemble-at")
 def _ensemble_at(c: MethodConfig) -> tuple[Objective, Schedule]:
-    from bastion.models.checkpoint import load_model
-
     static = tuple(load_model(path) for path in c.static_models)
-    return EnsembleAT(static_models=static), constant(epochs=c.epochs, eps=c.eps, n_steps=c.n_steps, beta=0.0)
+    schedule = constant(epochs=c.epochs, eps=c.eps, n_steps=c.n_steps, beta=0.0)
+    return objectives.EnsembleAT(static_models=static), schedule
 
 
 def build_method(name: str, config: MethodConfig) -> tuple[Objective, Schedule]:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -19,14 +20,15 @@ from torch import Tensor, nn
 from bastion.attacks.fgsm import FGSM
 from bastion.attacks.pgd import PGD
 from bastion.compute import CountingModel, PassCounter
+from bastion.config import NOT_IN_CONFIG, from_config
 from bastion.data.spec import Split
 from bastion.errors import CheckpointError, ConfigError
 from bastion.evaluation.accuracy import accuracy, robust_accuracy
 from bastion.threat import ThreatModel
 from bastion.training import distributed as ddp
 from bastion.training import state as ckpt
-from bastion.training.objectives import Objective
-from bastion.training.schedules import Schedule
+from bastion.training.objectives import LossOutput, Objective
+from bastion.training.schedules import Schedule, Stage
 
 log = logging.getLogger(__name__)
 
@@ -52,20 +54,22 @@ class TrainSettings:
             ``collapse_drop`` x its best while FGSM validation accuracy rises): ``record`` an event,
             ``stop`` training, ``rollback`` to the best weights and stop, or ``off``.
         amp, channels_last: CUDA only (autocast float16 + GradScaler; NHWC memory); no-ops on CPU.
+
+    ``momentum``, ``val_attack_steps`` and ``collapse_drop`` are library settings a run config may omit.
     """
 
     batch_size: int = 128
     optimizer: Literal["adam", "sgd"] = "adam"
     lr: float = 1e-3
-    momentum: float = 0.9
+    momentum: float = field(default=0.9, metadata=NOT_IN_CONFIG)
     weight_decay: float = 0.0
     lr_schedule: Literal["constant", "cosine"] = "cosine"
     val_examples: int = 256
-    val_attack_steps: int = 10
+    val_attack_steps: int = field(default=10, metadata=NOT_IN_CONFIG)
     ema_decay: float | None = None
     restore_best: bool = False
     collapse_action: CollapseAction = "record"
-    collapse_drop: float = 0.25
+    collapse_drop: float = field(default=0.25, metadata=NOT_IN_CONFIG)
     amp: bool = False
     channels_last: bool = False
 
@@ -86,6 +90,11 @@ class TrainSettings:
             )
         if not 0 < self.collapse_drop < 1:
             raise ConfigError(f"collapse_drop must be in (0, 1), got {self.collapse_drop}")
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> TrainSettings:
+        """The loop's settings out of a wider flat config (e.g. ``TrainConfig``); a missing one is an error."""
+        return from_config(cls, config, "the training config")
 
 
 @dataclass
@@ -178,6 +187,56 @@ def _state_tensors(module: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
+@dataclass
+class _Run:
+    """One ``fit`` call's parts, built once by :func:`_start`; the loop's steps read and update them."""
+
+    model: nn.Module
+    counted: nn.Module
+    counter: PassCounter
+    objective: Objective
+    schedule: Schedule
+    threat: ThreatModel
+    settings: TrainSettings
+    train: Split
+    device: torch.device
+    rank: int
+    world: int
+    seed: int
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None
+    ema: nn.Module | None
+    generators: dict[str, torch.Generator]  # shuffle, attack, augment: all saved with the checkpoint
+    record: TrainingRecord
+    val: Split | None  # the validation subset, on the device
+    val_threat: ThreatModel
+    run_id: dict[str, Any]
+    directory: Path | None
+    n_batches: int
+    replays: int
+    loop: _Loop = field(default_factory=_Loop)
+    best_state: dict[str, Tensor] | None = None
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """The weights validation, the best checkpoint and the returned model use (the EMA when kept)."""
+        return self.ema if self.ema is not None else self.model
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.scaler is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=torch.float16)
+
+    def global_counts(self) -> tuple[int, int]:
+        """(forward, backward) passes so far, summed over ranks."""
+        return ddp.sum_counts(self.counter.forward, self.counter.backward, self.device)
+
+
 def fit(
     model: nn.Module,
     train: Split,
@@ -215,6 +274,30 @@ def fit(
         raise ConfigError("restore_best needs validation data (val and val_examples > 0)")
     if resume and checkpoint_dir is None:
         raise ConfigError("resume needs a checkpoint_dir to resume from")
+    run = _start(model, train, objective, schedule, threat, s, val, seed, checkpoint_dir)
+    if resume and run.directory is not None:
+        run.loop, run.best_state = _restore(run, run.directory / ckpt.LAST)
+        run.record.resumed_at_epoch = run.loop.epoch
+        log.info("resumed %s after epoch %d", objective.name, run.loop.epoch)
+    for epoch in range(run.loop.epoch, schedule.total_epochs):
+        if run.loop.stopped:
+            break
+        _run_epoch(run, epoch, on_batch, augment)
+    return _finish(run)
+
+
+def _start(
+    model: nn.Module,
+    train: Split,
+    objective: Objective,
+    schedule: Schedule,
+    threat: ThreatModel,
+    s: TrainSettings,
+    val: Split | None,
+    seed: int,
+    checkpoint_dir: str | Path | None,
+) -> _Run:
+    """Device placement, generators, optimizer, LR schedule, scaler and EMA for a fresh run."""
     rank, world = ddp.rank_and_world()
     device = next(model.parameters()).device
     cuda = device.type == "cuda"
@@ -223,11 +306,12 @@ def fit(
     if s.channels_last and cuda:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     train = train.to(device)
-    shuffle_rng = torch.Generator().manual_seed(seed)
-    attack_rng = torch.Generator(device=device).manual_seed(seed + 1 + 1000 * rank)
-    augment_rng = torch.Generator(device=device).manual_seed(seed + 3 + 1000 * rank)
+    generators = {
+        "shuffle": torch.Generator().manual_seed(seed),
+        "attack": torch.Generator(device=device).manual_seed(seed + 1 + 1000 * rank),
+        "augment": torch.Generator(device=device).manual_seed(seed + 3 + 1000 * rank),
+    }
     counter = PassCounter()
-    counted = CountingModel(model, counter)
     optimizer = _optimizer(model, s)
     replays = int(getattr(objective, "replays", 1))
     n_batches = math.ceil(len(train) / s.batch_size)
@@ -237,175 +321,192 @@ def fit(
         if s.lr_schedule == "cosine"
         else (lambda step: 1.0)
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
-    scaler = torch.amp.GradScaler("cuda") if (s.amp and cuda) else None
     ema = copy.deepcopy(model).eval() if s.ema_decay is not None else None
     if ema is not None:
         for p in ema.parameters():
             p.requires_grad_(False)
-    record = TrainingRecord(method=objective.name, schedule=schedule.to_list(), world_size=world)
-    val_sub = val.take(s.val_examples).to(device) if (val is not None and s.val_examples > 0) else None
-    # Robustness is validated at the schedule's final budget; clean-only schedules use the threat's own.
-    val_threat = threat.with_eps(schedule.final_eps or threat.eps)
-    best_state: dict[str, Tensor] | None = None
-    loop = _Loop()
-    run_id = {
-        "method": objective.name,
-        "schedule": schedule.to_list(),
-        "settings": asdict(s),
-        "seed": seed,
-        "n_train": len(train),
-        "world_size": world,
-    }
-    directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    if resume and directory is not None:
-        loop, best_state = _restore(
-            directory / ckpt.LAST,
-            run_id,
-            model=model,
-            ema=ema,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            scaler=scaler,
-            objective=objective,
-            record=record,
-            generators={"shuffle": shuffle_rng, "attack": attack_rng, "augment": augment_rng},
-            counter=counter,
-            device=device,
-        )
-        record.resumed_at_epoch = loop.epoch
-        log.info("resumed %s after epoch %d", objective.name, loop.epoch)
-
-    autocast = (
-        (lambda: torch.autocast(device_type="cuda", dtype=torch.float16))
-        if scaler is not None
-        else contextlib.nullcontext
+    return _Run(
+        model=model,
+        counted=CountingModel(model, counter),
+        counter=counter,
+        objective=objective,
+        schedule=schedule,
+        threat=threat,
+        settings=s,
+        train=train,
+        device=device,
+        rank=rank,
+        world=world,
+        seed=seed,
+        optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at),
+        scaler=torch.amp.GradScaler("cuda") if (s.amp and cuda) else None,
+        ema=ema,
+        generators=generators,
+        record=TrainingRecord(method=objective.name, schedule=schedule.to_list(), world_size=world),
+        val=val.take(s.val_examples).to(device) if (val is not None and s.val_examples > 0) else None,
+        # Robustness is validated at the schedule's final budget; clean-only schedules use the threat's own.
+        val_threat=threat.with_eps(schedule.final_eps or threat.eps),
+        run_id={
+            "method": objective.name,
+            "schedule": schedule.to_list(),
+            "settings": asdict(s),
+            "seed": seed,
+            "n_train": len(train),
+            "world_size": world,
+        },
+        directory=Path(checkpoint_dir) if checkpoint_dir is not None else None,
+        n_batches=n_batches,
+        replays=replays,
     )
-    for epoch in range(loop.epoch, schedule.total_epochs):
-        if loop.stopped:
-            break
-        index, stage = schedule.stage_at(epoch)
-        if index != loop.stage_index:
-            fwd, bwd = ddp.sum_counts(counter.forward, counter.backward, device)
-            if loop.stage_index >= 0:
-                record.stages.append(_stage_cost(schedule, loop, fwd, bwd))
-            loop.stage_index, loop.stage_start = index, (fwd, bwd, loop.train_time)
-            log.info(
-                "%s stage %d/%d: eps=%.4g n_steps=%d step=%.4g beta=%.3g epochs=%d",
-                objective.name,
-                index + 1,
-                len(schedule.stages),
-                stage.eps,
-                stage.n_steps,
-                stage.step_fraction * stage.eps,
-                stage.beta,
-                stage.epochs,
-            )
-        model.train()
-        order = torch.randperm(len(train), generator=shuffle_rng).to(device)
-        totals: dict[str, float] = {}
-        n_seen = 0
-        t0 = time.perf_counter()
-        for b in range(n_batches):
-            idx = order[b * s.batch_size : (b + 1) * s.batch_size]
-            n_global = len(idx)
-            if world > 1:
-                idx = idx[rank::world]
-            x, y = train.x[idx], train.y[idx]
-            if s.channels_last and cuda and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            if augment is not None and len(idx):
-                x = augment(x, augment_rng)
-            for _ in range(replays):
-                optimizer.zero_grad(set_to_none=True)
-                if len(idx):
-                    with autocast():
-                        out = objective(counted, x, y, stage, threat, attack_rng)
-                    if not torch.isfinite(out.loss):
-                        raise FloatingPointError(
-                            f"non-finite training loss at epoch {epoch}, batch {b}: {float(out.loss.detach())}"
-                        )
-                    (scaler.scale(out.loss) if scaler is not None else out.loss).backward()
-                    if out.after_backward is not None:
-                        out.after_backward()
-                if world > 1:
-                    ddp.average_gradients(model, len(idx) / n_global)
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                scheduler.step()
-                if ema is not None:
-                    _ema_update(ema, model, s.ema_decay)  # type: ignore[arg-type]
-            if len(idx):
-                for k, v in out.metrics.items():
-                    totals[k] = totals.get(k, 0.0) + v * len(idx)
-                n_seen += len(idx)
-            if on_batch is not None:
-                on_batch(epoch, b + 1, n_batches)
-        loop.train_time += time.perf_counter() - t0
-        entry: dict[str, Any] = {"epoch": epoch, "stage": index, "eps": stage.eps, "n_steps": stage.n_steps}
-        entry.update({k: round(v / max(n_seen, 1), 5) for k, v in totals.items()})
-        entry["wall_time_s"] = round(loop.train_time, 3)
-        improved = False
-        if val_sub is not None:
-            t1 = time.perf_counter()
-            evaluated = ema if ema is not None else model
-            entry.update(_validate(evaluated, val_sub, val_threat, s, seed))
-            loop.validation_time += time.perf_counter() - t1
-            if record.best is None or entry["val_robust_acc"] > record.best["val_robust_acc"]:
-                record.best = {"epoch": epoch, "val_robust_acc": entry["val_robust_acc"]}
-                best_state = _state_tensors(evaluated)
-                improved = True
-        record.history.append(entry)
-        log.info("epoch %d: %s", epoch, entry)
-        if s.collapse_action != "off" and detect_collapse(record.history, s.collapse_drop):
-            event = {
-                "kind": "catastrophic-overfitting",
-                "epoch": epoch,
-                "val_robust_acc": entry["val_robust_acc"],
-                "val_fgsm_acc": entry["val_fgsm_acc"],
-                "best": record.best,
-                "action": s.collapse_action,
-            }
-            record.events.append(event)
-            log.warning("catastrophic overfitting detected at epoch %d: %s", epoch, event)
-            if s.collapse_action in ("stop", "rollback"):
-                loop.stopped = True
-            if s.collapse_action == "rollback" and best_state is not None:
-                model.load_state_dict(best_state)
-                if ema is not None:
-                    ema.load_state_dict(best_state)
-        loop.epoch = epoch + 1
-        if directory is not None:
-            fwd, bwd = ddp.sum_counts(counter.forward, counter.backward, device)
-            _save(
-                directory,
-                run_id,
-                loop,
-                record,
-                fwd,
-                bwd,
-                model=model,
-                ema=ema,
-                best_state=best_state,
-                improved=improved,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                scaler=scaler,
-                objective=objective,
-                generators={"shuffle": shuffle_rng, "attack": attack_rng, "augment": augment_rng},
-                device=device,
-            )
-    fwd, bwd = ddp.sum_counts(counter.forward, counter.backward, device)
+
+
+def _run_epoch(run: _Run, epoch: int, on_batch: BatchHook | None, augment: Augment | None) -> None:
+    """One epoch: train, log, validate, react to a collapse, checkpoint."""
+    index, stage = _enter_stage(run, epoch)
+    run.model.train()
+    t0 = time.perf_counter()
+    metrics = _train_epoch(run, epoch, stage, on_batch, augment)
+    run.loop.train_time += time.perf_counter() - t0
+    entry: dict[str, Any] = {"epoch": epoch, "stage": index, "eps": stage.eps, "n_steps": stage.n_steps}
+    entry.update(metrics)
+    entry["wall_time_s"] = round(run.loop.train_time, 3)
+    improved = _validate_epoch(run, epoch, entry)
+    run.record.history.append(entry)
+    log.info("epoch %d: %s", epoch, entry)
+    if run.settings.collapse_action != "off" and detect_collapse(run.record.history, run.settings.collapse_drop):
+        _on_collapse(run, epoch, entry)
+    run.loop.epoch = epoch + 1
+    if run.directory is not None:
+        _save(run, run.directory, improved)
+
+
+def _enter_stage(run: _Run, epoch: int) -> tuple[int, Stage]:
+    """The stage of ``epoch``; when it starts here, close the previous stage's cost and log the new one."""
+    index, stage = run.schedule.stage_at(epoch)
+    if index != run.loop.stage_index:
+        fwd, bwd = run.global_counts()
+        if run.loop.stage_index >= 0:
+            run.record.stages.append(_stage_cost(run.schedule, run.loop, fwd, bwd))
+        run.loop.stage_index, run.loop.stage_start = index, (fwd, bwd, run.loop.train_time)
+        log.info(
+            "%s stage %d/%d: eps=%.4g n_steps=%d step=%.4g beta=%.3g epochs=%d",
+            run.objective.name,
+            index + 1,
+            len(run.schedule.stages),
+            stage.eps,
+            stage.n_steps,
+            stage.step_fraction * stage.eps,
+            stage.beta,
+            stage.epochs,
+        )
+    return index, stage
+
+
+def _train_epoch(
+    run: _Run, epoch: int, stage: Stage, on_batch: BatchHook | None, augment: Augment | None
+) -> dict[str, float]:
+    """Every batch of one epoch (this rank's shard of it); the example-weighted mean of each metric."""
+    s, train = run.settings, run.train
+    order = torch.randperm(len(train), generator=run.generators["shuffle"]).to(run.device)
+    totals: dict[str, float] = {}
+    n_seen = 0
+    for b in range(run.n_batches):
+        idx = order[b * s.batch_size : (b + 1) * s.batch_size]
+        n_global = len(idx)
+        if run.world > 1:
+            idx = idx[run.rank :: run.world]
+        x, y = train.x[idx], train.y[idx]
+        if s.channels_last and run.cuda and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if augment is not None and len(idx):
+            x = augment(x, run.generators["augment"])
+        for _ in range(run.replays):
+            out = _step(run, x, y, stage, len(idx) / n_global, f"epoch {epoch}, batch {b}")
+        if len(idx):
+            for k, v in out.metrics.items():  # type: ignore[union-attr]
+                totals[k] = totals.get(k, 0.0) + v * len(idx)
+            n_seen += len(idx)
+        if on_batch is not None:
+            on_batch(epoch, b + 1, run.n_batches)
+    return {k: round(v / max(n_seen, 1), 5) for k, v in totals.items()}
+
+
+def _step(run: _Run, x: Tensor, y: Tensor, stage: Stage, share: float, where: str) -> LossOutput | None:
+    """One optimiser step on this rank's batch (an empty shard still joins the gradient average).
+
+    ``share`` is this rank's fraction of the global batch, the weight of its gradient.
+    """
+    run.optimizer.zero_grad(set_to_none=True)
+    out = None
+    if len(x):
+        with run.autocast():
+            out = run.objective(run.counted, x, y, stage, run.threat, run.generators["attack"])
+        if not torch.isfinite(out.loss):
+            raise FloatingPointError(f"non-finite training loss at {where}: {float(out.loss.detach())}")
+        (run.scaler.scale(out.loss) if run.scaler is not None else out.loss).backward()
+        if out.after_backward is not None:
+            out.after_backward()
+    if run.world > 1:
+        ddp.average_gradients(run.model, share)
+    if run.scaler is not None:
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    else:
+        run.optimizer.step()
+    run.scheduler.step()
+    if run.ema is not None:
+        _ema_update(run.ema, run.model, run.settings.ema_decay)  # type: ignore[arg-type]
+    return out
+
+
+def _validate_epoch(run: _Run, epoch: int, entry: dict[str, Any]) -> bool:
+    """Validation metrics into ``entry``; True when PGD accuracy beat the best so far (then kept as best)."""
+    if run.val is None:
+        return False
+    t1 = time.perf_counter()
+    entry.update(_validate(run.evaluated, run.val, run.val_threat, run.settings, run.seed))
+    run.loop.validation_time += time.perf_counter() - t1
+    best = run.record.best
+    if not (best is None or entry["val_robust_acc"] > best["val_robust_acc"]):
+        return False
+    run.record.best = {"epoch": epoch, "val_robust_acc": entry["val_robust_acc"]}
+    run.best_state = _state_tensors(run.evaluated)
+    return True
+
+
+def _on_collapse(run: _Run, epoch: int, entry: dict[str, Any]) -> None:
+    """Record catastrophic overfitting and act as ``collapse_action`` says (stop, or roll back and stop)."""
+    action = run.settings.collapse_action
+    event = {
+        "kind": "catastrophic-overfitting",
+        "epoch": epoch,
+        "val_robust_acc": entry["val_robust_acc"],
+        "val_fgsm_acc": entry["val_fgsm_acc"],
+        "best": run.record.best,
+        "action": action,
+    }
+    run.record.events.append(event)
+    log.warning("catastrophic overfitting detected at epoch %d: %s", epoch, event)
+    if action in ("stop", "rollback"):
+        run.loop.stopped = True
+    if action == "rollback" and run.best_state is not None:
+        run.model.load_state_dict(run.best_state)
+        if run.ema is not None:
+            run.ema.load_state_dict(run.best_state)
+
+
+def _finish(run: _Run) -> TrainingRecord:
+    """Close the last stage's cost, settle the returned weights (best, EMA or last) and the totals."""
+    fwd, bwd = run.global_counts()
+    record, loop = run.record, run.loop
     if loop.stage_index >= 0 and len(record.stages) <= loop.stage_index:
-        record.stages.append(_stage_cost(schedule, loop, fwd, bwd))
-    if s.restore_best and best_state is not None:
-        model.load_state_dict(best_state)
-    elif ema is not None:
-        model.load_state_dict(ema.state_dict())
-    model.eval()
+        record.stages.append(_stage_cost(run.schedule, loop, fwd, bwd))
+    if run.settings.restore_best and run.best_state is not None:
+        run.model.load_state_dict(run.best_state)
+    elif run.ema is not None:
+        run.model.load_state_dict(run.ema.state_dict())
+    run.model.eval()
     record.forward_passes = fwd
     record.gradient_evaluations = bwd
     record.wall_time_s = loop.train_time
@@ -444,29 +545,12 @@ def _validate(model: nn.Module, val: Split, threat: ThreatModel, s: TrainSetting
     return {"val_clean_acc": round(clean, 4), "val_fgsm_acc": round(fgsm, 4), "val_robust_acc": round(robust, 4)}
 
 
-def _save(
-    directory: Path,
-    run_id: dict[str, Any],
-    loop: _Loop,
-    record: TrainingRecord,
-    forward: int,
-    backward: int,
-    *,
-    model: nn.Module,
-    ema: nn.Module | None,
-    best_state: dict[str, Tensor] | None,
-    improved: bool,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler | None,
-    objective: Objective,
-    generators: dict[str, torch.Generator],
-    device: torch.device,
-) -> None:
+def _save(run: _Run, directory: Path, improved: bool) -> None:
     """Everything the next epoch depends on, in one atomic file (rank 0 writes; all ranks contribute RNG)."""
-    rank, _ = ddp.rank_and_world()
+    device, loop, record = run.device, run.loop, run.record
+    forward, backward = run.global_counts()
     tensors: dict[str, Tensor] = {}
-    for name, gen in generators.items():
+    for name, gen in run.generators.items():
         for r, st in enumerate(ddp.gather_states(gen.get_state(), device)):
             tensors[f"rng.{name}.{r}"] = st
     for r, st in enumerate(ddp.gather_states(torch.get_rng_state(), device)):
@@ -474,71 +558,60 @@ def _save(
     if device.type == "cuda":
         for r, st in enumerate(ddp.gather_states(torch.cuda.get_rng_state(device), device)):
             tensors[f"rng.cuda.{r}"] = st
-    if rank != 0:
+    if run.rank != 0:
         return
-    tensors.update(ckpt.prefixed("model", _state_tensors(model)))
-    if ema is not None:
-        tensors.update(ckpt.prefixed("ema", _state_tensors(ema)))
-    if best_state is not None:
-        tensors.update(ckpt.prefixed("best", best_state))
-    opt_tensors, opt_meta = ckpt.optimizer_state(optimizer)
+    tensors.update(ckpt.prefixed("model", _state_tensors(run.model)))
+    if run.ema is not None:
+        tensors.update(ckpt.prefixed("ema", _state_tensors(run.ema)))
+    if run.best_state is not None:
+        tensors.update(ckpt.prefixed("best", run.best_state))
+    opt_tensors, opt_meta = ckpt.optimizer_state(run.optimizer)
     tensors.update(ckpt.prefixed("optim", opt_tensors))
-    state_tensors = getattr(objective, "state_tensors", None)
+    state_tensors = getattr(run.objective, "state_tensors", None)
     if state_tensors is not None:
         tensors.update(ckpt.prefixed("objective", state_tensors()))
     snapshot = TrainingRecord.from_dict(record.to_dict())
     snapshot.forward_passes, snapshot.gradient_evaluations = forward, backward
     snapshot.wall_time_s, snapshot.validation_time_s = loop.train_time, loop.validation_time
     meta = {
-        "run": run_id,
+        "run": run.run_id,
         "loop": asdict(loop),
         "record": snapshot.to_dict(),
         "optimizer": opt_meta,
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else None,
+        "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict() if run.scaler is not None else None,
     }
-    if improved and best_state is not None:
-        ckpt.save_state(directory / ckpt.BEST, best_state, {"run": run_id, "best": record.best})
+    if improved and run.best_state is not None:
+        ckpt.save_state(directory / ckpt.BEST, run.best_state, {"run": run.run_id, "best": record.best})
     ckpt.save_state(directory / ckpt.LAST, tensors, meta)
 
 
-def _restore(
-    path: Path,
-    run_id: dict[str, Any],
-    *,
-    model: nn.Module,
-    ema: nn.Module | None,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler | None,
-    objective: Objective,
-    record: TrainingRecord,
-    generators: dict[str, torch.Generator],
-    counter: PassCounter,
-    device: torch.device,
-) -> tuple[_Loop, dict[str, Tensor] | None]:
+def _restore(run: _Run, path: Path) -> tuple[_Loop, dict[str, Tensor] | None]:
+    """Weights, EMA, best state, optimizer, LR schedule, scaler, objective state, every generator and the
+    record so far, from ``path``; refuses a checkpoint of another run."""
     tensors, meta = ckpt.load_state(path)
-    saved = json_roundtrip(run_id)
+    device, model, ema, record, counter = run.device, run.model, run.ema, run.record, run.counter
+    saved = json_roundtrip(run.run_id)
     if meta["run"] != saved:
         differing = sorted(k for k in saved if meta["run"].get(k) != saved[k])
         raise CheckpointError(
             f"{path} belongs to a different run (differs in: {', '.join(differing)}); "
             "resume with the same method, schedule, settings, seed, data and process count"
         )
-    rank, _ = ddp.rank_and_world()
+    rank = run.rank
     model.load_state_dict(ckpt.unprefixed("model", tensors))
     if ema is not None:
         ema.load_state_dict(ckpt.unprefixed("ema", tensors))
     best = ckpt.unprefixed("best", tensors)
     best_state = {k: v.to(device) for k, v in best.items()} if best else None
-    ckpt.load_optimizer_state(optimizer, ckpt.unprefixed("optim", tensors), meta["optimizer"], device)
-    scheduler.load_state_dict(meta["scheduler"])
-    if scaler is not None and meta.get("scaler"):
-        scaler.load_state_dict(meta["scaler"])
-    load_objective = getattr(objective, "load_state_tensors", None)
+    ckpt.load_optimizer_state(run.optimizer, ckpt.unprefixed("optim", tensors), meta["optimizer"], device)
+    run.scheduler.load_state_dict(meta["scheduler"])
+    if run.scaler is not None and meta.get("scaler"):
+        run.scaler.load_state_dict(meta["scaler"])
+    load_objective = getattr(run.objective, "load_state_tensors", None)
     if load_objective is not None:
         load_objective(ckpt.unprefixed("objective", tensors), device)
-    for name, gen in generators.items():
+    for name, gen in run.generators.items():
         gen.set_state(tensors[f"rng.{name}.{rank}"])
     torch.set_rng_state(tensors[f"rng.torch.{rank}"])
     if device.type == "cuda" and f"rng.cuda.{rank}" in tensors:
@@ -567,6 +640,4 @@ def _restore(
 
 def json_roundtrip(obj: Any) -> Any:
     """What ``obj`` looks like after a trip through JSON (tuples become lists), for comparisons."""
-    import json
-
     return json.loads(json.dumps(obj))

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from bastion.config import DefenseConfig
 from bastion.data import Dataset
 from bastion.defenses import ACTIONS, AdaptiveEnsemble, BitDepth, Defense, MahalanobisDetector, SqueezeDetector
+from bastion.defenses.config import DefenseConfig
 from bastion.defenses.store import build_defense, save_defense
 from bastion.errors import CheckpointError, ConfigError, InputValidationError, NotFittedError
 

@@ -8,17 +8,17 @@ import pytest
 import torch
 from deploy_fixtures import TABULAR, flow_records
 
-from bastion.models import checkpoint
 from bastion.artifacts.bundle import Bundle, export_bundle, load_bundle
-from bastion.config import DefenseConfig
+from bastion.artifacts.results import new_results, write_results
 from bastion.data import Dataset
 from bastion.data.spec import DatasetSpec
 from bastion.data.tabular import TabularPreprocessor
 from bastion.data.tabular.domain import TabularDomain
+from bastion.defenses.config import DefenseConfig
 from bastion.defenses.store import build_defense, save_defense
 from bastion.io import atomic_write_json
+from bastion.models import checkpoint
 from bastion.models.registry import Architecture, build_model, normalization_stats
-from bastion.artifacts.results import new_results, write_results
 
 
 def _arch(name: str, x: torch.Tensor, spec: DatasetSpec) -> Architecture:

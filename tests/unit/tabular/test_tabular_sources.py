@@ -13,13 +13,13 @@ from synthetic import SCHEMA
 from synthetic import records as synthetic_records
 from tabular_fixtures import CLAMP_HEADER, clamp_line, kdd_line, phishing_arff, phishing_fields
 
-from bastion.config import EvalConfig, TrainConfig
+from bastion.app.config import EvalConfig, TrainConfig
+from bastion.app.runs import run_evaluate, run_train
 from bastion.data import load_dataset
 from bastion.data.tabular import read_clamp, read_nsl_kdd, read_phishing, validate_raw
 from bastion.data.tabular.domain import TabularDomain
 from bastion.data.tabular.sources import load_tabular, split_options
 from bastion.errors import ConfigError, DataFormatError, DataNotFoundError
-from bastion.app.runs import run_evaluate, run_train
 
 Write = Callable[..., Path]
 SERVICES = ("http", "smtp", "ftp", "private")

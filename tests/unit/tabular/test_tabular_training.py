@@ -12,10 +12,11 @@ from bastion.data.spec import Split
 from bastion.data.tabular.domain import TabularDomain
 from bastion.defenses.detectors.mahalanobis import MahalanobisDetector
 from bastion.goals import Misclassify
+from bastion.models.ensemble import AverageEnsemble
 from bastion.models.registry import Architecture, build_model, normalization_stats
 from bastion.threat import ThreatModel
 from bastion.training import MethodConfig, TrainSettings, build_method, fit
-from bastion.training.distillation import AverageEnsemble, Distillation
+from bastion.training.objectives import Distillation
 from bastion.training.schedules import constant
 
 PRE, RAW, Y = fitted(400)

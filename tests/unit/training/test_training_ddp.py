@@ -18,9 +18,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bastion.config import TrainConfig
-from bastion.artifacts.results import read_results
+from bastion.app.config import TrainConfig
 from bastion.app.runs import run_train
+from bastion.artifacts.results import read_results
 
 SRC = Path(__file__).resolve().parents[3] / "src"
 BASE = {

@@ -219,8 +219,8 @@ def test_resuming_another_run_is_refused(digits: Dataset, tmp_path: Path) -> Non
 
 
 def test_warm_start_loads_a_saved_model_and_refuses_another_architecture(digits: Dataset, tmp_path: Path) -> None:
-    from bastion.models.checkpoint import save_model
     from bastion.app.runs import _warm_start
+    from bastion.models.checkpoint import save_model
 
     arch = Architecture(
         name="mlp", input_shape=(1, 8, 8), num_classes=10, mean=(0.3,), std=(0.4,), options={"hidden": [32]}

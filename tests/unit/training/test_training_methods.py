@@ -184,8 +184,8 @@ def test_distilled_student_matches_its_teacher(digits: Dataset) -> None:
 
 
 def test_every_method_is_registered_with_its_schedule(tmp_path) -> None:
-    from bastion.models.checkpoint import save_model
     from bastion.data.sources import load_dataset
+    from bastion.models.checkpoint import save_model
 
     data = load_dataset("digits")
     arch = Architecture(

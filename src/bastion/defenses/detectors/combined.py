@@ -100,31 +100,3 @@ class CombinedDetector:
         self.center_ = torch.as_tensor(state["center"], dtype=torch.float64)
         self.scale_ = torch.as_tensor(state["scale"], dtype=torch.float64)
         return self
-
-
-def detector_from_state(state: dict[str, Any], model: Any) -> Any:
-    """Rebuild a fitted detector of any kind from ``state_dict()`` output (tensors already loaded)."""
-    from bastion.defenses.detectors.kde import KDEDetector
-    from bastion.defenses.detectors.lid import LIDDetector
-    from bastion.defenses.detectors.mahalanobis import MahalanobisDetector
-    from bastion.defenses.detectors.squeeze import SqueezeDetector
-    from bastion.defenses.ensemble import DisagreementDetector
-
-    kind = state.get("kind")
-    if kind == CombinedDetector.kind:
-        members = [detector_from_state(s, model) for s in state["members"]]
-        return CombinedDetector(members).load_state_dict(state)
-    kinds: dict[str, Any] = {
-        "mahalanobis": MahalanobisDetector,
-        "lid": LIDDetector,
-        "kde": KDEDetector,
-        "squeeze": SqueezeDetector,
-        "disagreement": DisagreementDetector,
-    }
-    if kind not in kinds:
-        raise InputValidationError(f"unknown detector kind {kind!r}; known: {', '.join(sorted(kinds))}, combined")
-    detector = kinds[kind](model).load_state_dict(state)
-    device = next(iter(model.parameters())).device if hasattr(model, "parameters") else torch.device("cpu")
-    if isinstance(detector, MahalanobisDetector) and detector.means_ is not None and detector.precision_ is not None:
-        detector.means_, detector.precision_ = detector.means_.to(device), detector.precision_.to(device)
-    return detector

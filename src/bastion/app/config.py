@@ -1,0 +1,92 @@
+"""The commands' configurations: ``bastion train``, ``bastion evaluate`` and ``bastion demo``."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from bastion.config import StrictConfig
+from bastion.defenses.config import DefenseConfig
+
+
+class TrainConfig(StrictConfig):
+    """``bastion train``: data, architecture, method and its schedule, optimiser."""
+
+    data: str = "digits"
+    seed: int = 0
+    device: str = "auto"
+    model: str = "cnn"
+    model_options: dict[str, Any] = Field(default_factory=dict)
+    method: str = "progressive-trades"
+    epochs: int = Field(default=20, ge=1)
+    eps: float = Field(default=0.1, ge=0)
+    norm: Literal["linf", "l2"] = "linf"
+    n_steps: int = Field(default=10, ge=1)
+    beta: float = Field(default=6.0, ge=0)
+    n_stages: int = Field(default=3, ge=1)
+    min_steps: int = Field(default=1, ge=1)
+    growth: Literal["linear", "cosine"] = "linear"
+    final_fraction: float = Field(default=0.4, gt=0, le=1)
+    stages: list[dict[str, Any]] | None = None
+    batch_size: int = Field(default=128, ge=1)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
+    val_examples: int = Field(default=256, ge=0)
+    augment: Literal["none", "crop", "crop-flip", "auto"] = "none"
+    # Issue 4: more methods, warm start, trainer options (see docs/training.md).
+    single_step_epochs: int = Field(default=0, ge=0)
+    guard: Literal["none", "n-fgsm"] = "n-fgsm"
+    noise: float = Field(default=2.0, ge=0)
+    replays: int = Field(default=4, ge=1)
+    temperature: float = Field(default=20.0, gt=0)
+    teacher: str | None = None
+    static_models: list[str] = Field(default_factory=list)
+    init_from: str | None = None
+    ema_decay: float | None = Field(default=None, gt=0, lt=1)
+    restore_best: bool = False
+    collapse_action: Literal["off", "record", "stop", "rollback"] = "record"
+    amp: bool = False
+    channels_last: bool = False
+
+
+class EvalConfig(StrictConfig):
+    """``bastion evaluate``: which attacks, which budgets, on how many test examples."""
+
+    data: str | None = None
+    seed: int = 0
+    device: str = "auto"
+    suite: str = "default"
+    norm: Literal["linf", "l2"] = "linf"
+    eps: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.2])
+    n_examples: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=256, ge=1)
+    on_bad_rows: Literal["drop", "raise"] = "drop"  # tabular data: drop and report bad rows, or stop
+    save_adversarial: str | None = None  # tabular data: write adversarial records in the input's format
+    checks_examples: int = Field(default=100, ge=0)  # test examples for the sanity checks' attacks (0: off)
+
+    @field_validator("eps")
+    @classmethod
+    def _eps_valid(cls, v: list[float]) -> list[float]:
+        if not v:
+            raise ValueError("give at least one eps")
+        if any(e < 0 for e in v):
+            raise ValueError(f"eps must be >= 0, got {v}")
+        return sorted(set(v))
+
+
+class DemoConfig(StrictConfig):
+    """``bastion demo``: standard vs progressive TRADES on digits, plus the runtime defense."""
+
+    data: str = "digits"
+    seed: int = 0
+    device: str = "auto"
+    epochs: int = Field(default=30, ge=1)
+    eps_train: float = Field(default=0.2, ge=0)
+    eps: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.2])
+    suite: str = "default"
+    defense: DefenseConfig = Field(default_factory=DefenseConfig)
+    n_examples: int | None = Field(default=None, ge=1)
+    checks_examples: int = Field(default=100, ge=0)
