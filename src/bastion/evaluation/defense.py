@@ -23,7 +23,7 @@ from bastion.attacks.adaptive import AdaptivePGD, Transfer
 from bastion.data.spec import Split
 from bastion.defenses.pipeline import Decision, DefendedClassifier
 from bastion.defenses.transforms import is_randomized
-from bastion.evaluation.plain import AccuracyCells, accuracy_cells
+from bastion.evaluation.plain import AccuracyCells, start_cells
 from bastion.evaluation.record import ENSEMBLE, Evaluation, Table, put, stored, stored_interval, worst_case
 from bastion.evaluation.runner import CellHook, run_grid
 from bastion.threat import ThreatModel
@@ -205,7 +205,7 @@ def evaluate_defense(
         extra = adaptive_attacks(defended, n_steps=adaptive_steps, eot_samples=eot_samples)
         adaptive_names = [n for n in extra if n not in suite]
         suite.update({n: extra[n] for n in adaptive_names})
-    accuracy = accuracy_cells(defended, test, threat, seed=seed, batch_size=batch_size)
+    accuracy = start_cells(AccuracyCells, defended, test, threat, seed=seed, batch_size=batch_size)
     test = accuracy.target.split
     clean = defended.decide(test.x)
     report = defense_report(defended, test, clean, adaptive_names)

@@ -1,6 +1,6 @@
 """Evaluate a model (or a defended model) under an attack suite at several budgets: the public entry points.
 
-A plain suite runs every attack independently (:mod:`bastion.evaluation.plain`); an
+A plain suite runs every attack independently (:class:`~bastion.evaluation.plain.AccuracyCells`); an
 :class:`~bastion.attacks.worst_case.AttackSequence` runs as a worst-case sequence
 (:mod:`bastion.evaluation.sequential`); a runtime defense is evaluated by
 :func:`~bastion.evaluation.defense.evaluate_defense`. All fill the one record,
@@ -17,9 +17,9 @@ from bastion.attacks import Attack
 from bastion.attacks.worst_case import AttackSequence
 from bastion.data.spec import Split
 from bastion.evaluation.defense import evaluate_defense
-from bastion.evaluation.plain import evaluate_plain
+from bastion.evaluation.plain import AccuracyCells, start_cells
 from bastion.evaluation.record import ENSEMBLE, Evaluation, eps_key
-from bastion.evaluation.runner import CellHook
+from bastion.evaluation.runner import CellHook, run_grid
 from bastion.evaluation.sequential import evaluate_sequential
 from bastion.threat import ThreatModel
 
@@ -43,15 +43,20 @@ def evaluate(
     Returns the evaluation and, when ``keep_adversarial``, the adversarial inputs per (attack, eps).
     An :class:`~bastion.attacks.worst_case.AttackSequence` runs as a worst-case sequence instead.
     """
-    run = evaluate_sequential if isinstance(attacks, AttackSequence) else evaluate_plain
-    return run(
-        model,
-        test,
-        attacks,  # type: ignore[arg-type]
-        threat,
-        eps_values,
-        seed=seed,
-        batch_size=batch_size,
-        on_cell=on_cell,
-        keep_adversarial=keep_adversarial,
+    if isinstance(attacks, AttackSequence):
+        return evaluate_sequential(
+            model,
+            test,
+            attacks,
+            threat,
+            eps_values,
+            seed=seed,
+            batch_size=batch_size,
+            on_cell=on_cell,
+            keep_adversarial=keep_adversarial,
+        )
+    cells = start_cells(
+        AccuracyCells, model, test, threat, seed=seed, batch_size=batch_size, keep_adversarial=keep_adversarial
     )
+    run_grid(attacks, eps_values, cells, on_cell=on_cell)
+    return cells.ev, cells.adversarial

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from torch import Tensor, nn
 
@@ -16,7 +17,7 @@ from bastion.attacks import Attack
 from bastion.data.spec import Split
 from bastion.evaluation.accuracy import RobustResult, predict
 from bastion.evaluation.record import ENSEMBLE, Evaluation, eps_key, put, stored_seconds, worst_case
-from bastion.evaluation.runner import CellHook, EveryExample, model_device, run_grid
+from bastion.evaluation.runner import EveryExample, model_device
 from bastion.threat import ThreatModel
 
 log = logging.getLogger(__name__)
@@ -36,15 +37,13 @@ def cost_entry(forward: float, backward: float, wall_time_s: float) -> dict[str,
     return {"forward_passes": forward, "backward_passes": backward, "wall_time_s": stored_seconds(wall_time_s)}
 
 
-@dataclass
-class AccuracyCells:
-    """Measure: robust accuracy of each attack on every example; the ensemble is the per-example worst case.
-
-    ``keep_adversarial`` keeps each cell's adversarial inputs in ``adversarial``.
-    """
+@dataclass(kw_only=True)
+class ImageCells:
+    """What the image measures share: the model, the test split (on the model's device), the threat model,
+    the record they fill and, with ``keep_adversarial``, each cell's adversarial inputs in ``adversarial``."""
 
     model: nn.Module
-    target: EveryExample
+    test: Split
     threat: ThreatModel
     ev: Evaluation
     clean_correct: Tensor
@@ -52,7 +51,17 @@ class AccuracyCells:
     batch_size: int = 256
     keep_adversarial: bool = False
     adversarial: dict[tuple[str, float], Tensor] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class AccuracyCells(ImageCells):
+    """Measure: robust accuracy of each attack on every example; the ensemble is the per-example worst case."""
+
     always_ensemble: bool = False
+
+    @property
+    def target(self) -> EveryExample:
+        return EveryExample(self.test)
 
     def cell(self, name: str, attack: Attack, eps: float) -> RobustResult:
         result, robust = self.target.attack(
@@ -73,26 +82,11 @@ class AccuracyCells:
         self.ev.record(ENSEMBLE, eps, worst_case(robust, self.clean_correct))
 
 
-def evaluate_plain(
-    model: nn.Module,
-    test: Split,
-    attacks: dict[str, Attack],
-    threat: ThreatModel,
-    eps_values: Sequence[float],
-    *,
-    seed: int = 0,
-    batch_size: int = 256,
-    on_cell: CellHook | None = None,
-    keep_adversarial: bool = False,
-) -> tuple[Evaluation, dict[tuple[str, float], Tensor]]:
-    """Run every attack at every eps on ``test``; the adversarial inputs per (attack, eps) when
-    ``keep_adversarial``."""
-    cells = accuracy_cells(model, test, threat, seed=seed, batch_size=batch_size, keep_adversarial=keep_adversarial)
-    run_grid(attacks, eps_values, cells, on_cell=on_cell)
-    return cells.ev, cells.adversarial
+CellsT = TypeVar("CellsT", bound=ImageCells)
 
 
-def accuracy_cells(
+def start_cells(
+    kind: type[CellsT],
     model: nn.Module,
     test: Split,
     threat: ThreatModel,
@@ -100,10 +94,20 @@ def accuracy_cells(
     seed: int,
     batch_size: int,
     keep_adversarial: bool = False,
-) -> AccuracyCells:
-    """The plain measure of ``model`` on ``test`` (moved to the model's device), its clean record filled."""
+    **extra: Any,
+) -> CellsT:
+    """An image measure of ``kind`` for ``model`` on ``test`` (moved to the model's device), its clean
+    record filled; ``extra`` are the measure's own fields."""
     test = test.to(model_device(model))
     ev, clean_correct = clean_evaluation(model, test)
-    return AccuracyCells(
-        model, EveryExample(test), threat, ev, clean_correct, seed, batch_size, keep_adversarial=keep_adversarial
+    return kind(
+        model=model,
+        test=test,
+        threat=threat,
+        ev=ev,
+        clean_correct=clean_correct,
+        seed=seed,
+        batch_size=batch_size,
+        keep_adversarial=keep_adversarial,
+        **extra,
     )

@@ -16,9 +16,9 @@ from bastion.attacks import Attack
 from bastion.attacks.worst_case import AttackSequence, worst_case
 from bastion.data.spec import Split
 from bastion.evaluation import distributed
-from bastion.evaluation.plain import clean_evaluation, cost_entry
+from bastion.evaluation.plain import ImageCells, cost_entry, start_cells
 from bastion.evaluation.record import ENSEMBLE, Evaluation, eps_key, put, stored
-from bastion.evaluation.runner import CellHook, model_device, run_grid, seeded
+from bastion.evaluation.runner import CellHook, run_grid, seeded
 from bastion.threat import ThreatModel
 
 log = logging.getLogger(__name__)
@@ -32,20 +32,12 @@ def batch_seed(seed: int, start: int) -> int:
     return seed * 1_000_003 + start
 
 
-@dataclass
-class SequenceCells:
+@dataclass(kw_only=True)
+class SequenceCells(ImageCells):
     """Measure: at each eps the whole sequence runs once (on the first cell, batch by batch, sharded across
     ranks); each cell then reads "robust after this attack and all earlier ones"; the ensemble is the last."""
 
-    model: nn.Module
-    test: Split
     attacks: AttackSequence
-    threat: ThreatModel
-    ev: Evaluation
-    seed: int = 0
-    batch_size: int = 256
-    keep_adversarial: bool = False
-    adversarial: dict[tuple[str, float], Tensor] = field(default_factory=dict)
     always_ensemble: bool = True
     _eps: float | None = field(default=None, init=False)
     _parts: list[dict[str, Any]] = field(default_factory=list, init=False)
@@ -127,17 +119,24 @@ def evaluate_sequential(
     on_cell: CellHook | None = None,
     keep_adversarial: bool = False,
 ) -> tuple[Evaluation, dict[tuple[str, float], Tensor]]:
-    """Like :func:`~bastion.evaluation.plain.evaluate_plain`, with each attack run only on the survivors.
+    """Like :func:`~bastion.evaluation.evaluate.evaluate`, with each attack run only on the survivors.
 
     ``robust_accuracy[attack]`` is the accuracy after that attack and all earlier ones; ``ensemble`` is the
     final worst case. ``Evaluation.records`` holds per-example records per eps (which attack broke each
     example, forward/backward passes spent on it); they are not part of results.json.
     """
-    test = test.to(model_device(model))
-    ev, _ = clean_evaluation(model, test)
-    cells = SequenceCells(model, test, attacks, threat, ev, seed, batch_size, keep_adversarial)
+    cells = start_cells(
+        SequenceCells,
+        model,
+        test,
+        threat,
+        seed=seed,
+        batch_size=batch_size,
+        keep_adversarial=keep_adversarial,
+        attacks=attacks,
+    )
     run_grid(attacks, eps_values, cells, on_cell=on_cell)
-    return ev, cells.adversarial
+    return cells.ev, cells.adversarial
 
 
 def _cumulative_adv(parts: list[dict[str, Any]], upto: int, names: list[str], x: Tensor) -> Tensor:
