@@ -11,17 +11,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
+from torch import nn
 
 from bastion._typing import Norm
 from bastion.artifacts.results import new_results, write_results
+from bastion.attacks import Attack
 from bastion.config import EvalConfig
+from bastion.data.spec import Split
 from bastion.data.tabular.domain import TabularDomain
 from bastion.data.tabular.export import write_records
 from bastion.data.tabular.sources import TabularData, load_tabular
 from bastion.errors import CheckpointError, ConfigError
 from bastion.evaluation.checks import CheckSettings, run_checks
 from bastion.evaluation.record import ENSEMBLE, Evaluation, eps_key
+from bastion.evaluation.runner import model_device
 from bastion.evaluation.suites import build_suite
 from bastion.evaluation.tabular import TabularAttackOutcome, evaluate_tabular, malicious_rows
 from bastion.io import atomic_write_text
@@ -122,12 +127,12 @@ def run_evaluate_tabular(
 
 
 def evaluate_and_check(
-    model: Any,
-    test: Any,
-    raw: Any,
+    model: nn.Module,
+    test: Split,
+    raw: pd.DataFrame,
     domain: TabularDomain,
     benign: int,
-    suite: dict[str, Any],
+    suite: dict[str, Attack],
     cfg: EvalConfig,
     hooks: Any,
 ) -> tuple[Evaluation, dict[tuple[str, float], TabularAttackOutcome]]:
@@ -146,8 +151,7 @@ def evaluate_and_check(
         batch_size=cfg.batch_size,
         on_cell=getattr(hooks, "on_cell", None),
     )
-    device = next(model.parameters()).device
-    target = malicious_rows(test.to(device), raw, domain, benign)
+    target = malicious_rows(test.to(model_device(model)), raw, domain, benign)
     threat = ThreatModel(norm=Norm(cfg.norm), eps=max(cfg.eps), domain=domain)
     settings = CheckSettings(n_examples=cfg.checks_examples, seed=cfg.seed)
     ev.checks = run_checks(model, target.split, ev, suite, threat, cfg.eps, settings, target=target)
