@@ -426,7 +426,7 @@ def bench_dataset(
     outcomes: dict[str, Any] = {}
 
     def run(method: str, model: torch.nn.Module, record: dict[str, Any], attacks: dict[str, Any]) -> None:
-        entry, out = evaluate_tabular(
+        ev, out = evaluate_tabular(
             model,
             test,
             raw,
@@ -439,6 +439,7 @@ def bench_dataset(
             unconstrained=method in UNCONSTRAINED,
         )
         outcomes[method] = out
+        entry = ev.to_dict()
         entry["training"] = record
         entry["path"] = f"{dname}/{method}"
         results["models"][f"{dname}/{method}"] = entry

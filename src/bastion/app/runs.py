@@ -22,6 +22,7 @@ from torch import nn
 
 from bastion._typing import Norm
 from bastion.app.config import DemoConfig, EvalConfig, TrainConfig
+from bastion.app.tabular_runs import run_evaluate_tabular
 from bastion.artifacts.results import environment, new_results, write_results
 from bastion.attacks.worst_case import AttackSequence
 from bastion.data.augment import build_augment
@@ -32,8 +33,9 @@ from bastion.errors import CheckpointError, ConfigError
 from bastion.evaluation import distributed
 from bastion.evaluation.accuracy import accuracy
 from bastion.evaluation.checks import CheckSettings, run_checks
-from bastion.evaluation.defense import evaluate_defense
-from bastion.evaluation.evaluate import CellHook, Evaluation, eps_key, evaluate
+from bastion.evaluation.evaluate import evaluate, evaluate_defense
+from bastion.evaluation.record import Evaluation, eps_key
+from bastion.evaluation.runner import CellHook
 from bastion.evaluation.suites import build_suite
 from bastion.io import atomic_write_json, atomic_write_text
 from bastion.models import checkpoint
@@ -261,9 +263,7 @@ def run_evaluate(path: Path, cfg: EvalConfig, out: Path, hooks: Hooks | None = N
     first = next(iter(models.values()))
     description = checkpoint.read_description(first)
     if description["dataset"].get("modality") == "tabular":
-        from bastion.app.tabular_runs import run_evaluate_tabular
-
-        return run_evaluate_tabular(path, cfg, out, hooks)
+        return run_evaluate_tabular(path, cfg, out, hooks, device=device)
     spec_str = cfg.data or description["dataset"]["source"]
     seed = cfg.seed if cfg.data else int(description.get("seed", cfg.seed))
     data = load_dataset(spec_str, seed=seed)

@@ -11,19 +11,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import torch
+from torch import nn
 
+from bastion._typing import Norm
 from bastion.app.config import EvalConfig
 from bastion.artifacts.results import new_results, write_results
+from bastion.attacks import Attack
+from bastion.data.spec import Split
 from bastion.data.tabular.domain import TabularDomain
 from bastion.data.tabular.export import write_records
 from bastion.data.tabular.sources import TabularData, load_tabular
 from bastion.errors import CheckpointError, ConfigError
-from bastion.evaluation.evaluate import ENSEMBLE, eps_key
+from bastion.evaluation.checks import CheckSettings, run_checks
+from bastion.evaluation.record import ENSEMBLE, Evaluation, eps_key
+from bastion.evaluation.runner import model_device
 from bastion.evaluation.suites import build_suite
-from bastion.evaluation.tabular import evaluate_tabular
+from bastion.evaluation.tabular import TabularAttackOutcome, evaluate_tabular, malicious_rows
 from bastion.io import atomic_write_text
 from bastion.models import checkpoint
 from bastion.render.summary import to_markdown
+from bastion.threat import ThreatModel
 
 HEADER_FILES = {"nsl-kdd": False, "phishing": False, "malware": True, "unsw-nb15": True, "cic-ids2017": True}
 
@@ -58,9 +67,13 @@ def _header(data: TabularData) -> bool:
     return HEADER_FILES[data.kind]
 
 
-def run_evaluate_tabular(path: Path, cfg: EvalConfig, out: Path, hooks: Any = None) -> dict[str, Any]:
-    """Every tabular model under ``path`` on the test rows; writes results.json, summary.md and, with
-    ``cfg.save_adversarial``, the adversarial records of the first model (strongest budget)."""
+def run_evaluate_tabular(
+    path: Path, cfg: EvalConfig, out: Path, hooks: Any = None, *, device: torch.device | None = None
+) -> dict[str, Any]:
+    """Every tabular model under ``path`` on the test rows, on ``device`` (default CPU), with the sanity
+    checks; writes results.json, summary.md and, with ``cfg.save_adversarial``, the adversarial records of
+    the first model (strongest budget)."""
+    device = device or torch.device("cpu")
     models = checkpoint.model_dirs(path)
     first = next(iter(models.values()))
     description = checkpoint.read_description(first)
@@ -95,23 +108,12 @@ def run_evaluate_tabular(path: Path, cfg: EvalConfig, out: Path, hooks: Any = No
         domain = model_domain(model_dir)
         if domain.preprocessor.to_dict() != data.preprocessor.to_dict():
             raise CheckpointError(f"{model_dir} was trained with another preprocessing than {first}")
-        model = checkpoint.load_model(model_dir, device="cpu")
+        model = checkpoint.load_model(model_dir, device=device)
         if hooks is not None:
             hooks.stage(f"evaluating {name} on {len(test)} rows ({int((test.y != spec.benign).sum())} malicious)")
-        entry, outcomes = evaluate_tabular(
-            model,
-            test,
-            table.features,
-            domain,
-            spec.benign,
-            suite,
-            cfg.norm,
-            cfg.eps,
-            seed=cfg.seed,
-            batch_size=cfg.batch_size,
-            on_cell=getattr(hooks, "on_cell", None),
-        )
+        ev, outcomes = evaluate_and_check(model, test, table.features, domain, spec.benign, suite, cfg, hooks)
         training = checkpoint.read_description(model_dir).get("training")
+        entry = ev.to_dict()
         results["models"][name] = {"path": str(model_dir), **entry, **({"training": training} if training else {})}
         target = getattr(cfg, "save_adversarial", None)
         if target and not saved:
@@ -122,6 +124,38 @@ def run_evaluate_tabular(path: Path, cfg: EvalConfig, out: Path, hooks: Any = No
     write_results(out / "results.json", results)
     atomic_write_text(out / "summary.md", to_markdown(results))
     return results
+
+
+def evaluate_and_check(
+    model: nn.Module,
+    test: Split,
+    raw: pd.DataFrame,
+    domain: TabularDomain,
+    benign: int,
+    suite: dict[str, Attack],
+    cfg: EvalConfig,
+    hooks: Any,
+) -> tuple[Evaluation, dict[tuple[str, float], TabularAttackOutcome]]:
+    """One model's evasion evaluation and its sanity checks, which attack the same malicious rows toward
+    benign within the same constrained threat model."""
+    ev, outcomes = evaluate_tabular(
+        model,
+        test,
+        raw,
+        domain,
+        benign,
+        suite,
+        cfg.norm,
+        cfg.eps,
+        seed=cfg.seed,
+        batch_size=cfg.batch_size,
+        on_cell=getattr(hooks, "on_cell", None),
+    )
+    target = malicious_rows(test.to(model_device(model)), raw, domain, benign)
+    threat = ThreatModel(norm=Norm(cfg.norm), eps=max(cfg.eps), domain=domain)
+    settings = CheckSettings(n_examples=cfg.checks_examples, seed=cfg.seed)
+    ev.checks = run_checks(model, target.split, ev, suite, threat, cfg.eps, settings, target=target)
+    return ev, outcomes
 
 
 def save_adversarial(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -10,8 +11,11 @@ from torch import Tensor
 from bastion._typing import Classifier
 from bastion.attacks.base import Attack, evaluating
 from bastion.data.spec import Split
-from bastion.goals import Misclassify
+from bastion.goals import Goal, Misclassify
 from bastion.threat import ThreatModel
+
+#: The goal an attack pursues on a batch, from its labels: ``Misclassify`` unless the evaluation says otherwise.
+GoalOf = Callable[[Tensor], Goal]
 
 
 @torch.no_grad()
@@ -32,7 +36,7 @@ class RobustResult:
     """Per-example outcome of one attack at one budget."""
 
     x_adv: Tensor
-    correct: Tensor  # (N,) bool: prediction on x_adv is right
+    correct: Tensor  # (N,) bool: the attack did not reach its goal (untargeted: prediction on x_adv is right)
     n_forward: int
     n_backward: int
     wall_time_s: float
@@ -50,8 +54,10 @@ def robust_accuracy(
     *,
     rng: torch.Generator | None = None,
     batch_size: int = 256,
+    goal: GoalOf = Misclassify,
 ) -> RobustResult:
-    """Attack every example (untargeted) and report which stay correctly classified.
+    """Attack every example (untargeted, unless ``goal`` maps the labels to another goal) and report which
+    the attack did not win (``correct``).
 
     An example the model already gets wrong counts as not robust; the attack skips it.
     """
@@ -60,7 +66,7 @@ def robust_accuracy(
     wall = 0.0
     for i in range(0, len(split), batch_size):
         x, y = split.x[i : i + batch_size], split.y[i : i + batch_size]
-        result = attack(model, x, Misclassify(y), threat, rng=rng)
+        result = attack(model, x, goal(y), threat, rng=rng)
         xs.append(result.x_adv)
         correct.append(~result.success)
         n_fwd, n_bwd, wall = n_fwd + result.n_forward, n_bwd + result.n_backward, wall + result.wall_time_s

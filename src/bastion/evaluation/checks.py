@@ -7,7 +7,9 @@ random noise must hurt less than the attack; FGSM must not beat PGD; input gradi
 finite; randomized defenses need EOT and detectors a detector-aware attack.
 
 Each check returns ``pass``, ``SUSPECT`` or ``skipped`` with the numbers it measured (docs/checks.md).
-The checks that attack do so on the first ``n_examples`` test examples only, so they stay cheap.
+The checks that attack do so on the first ``n_examples`` examples the evaluation attacked only, so they
+stay cheap, and through the same :class:`~bastion.evaluation.runner.Target`: the same goal and the same
+judge of success (tabular evasion: malicious rows toward benign, valid raw records only).
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from bastion.attacks import PGD, Attack
 from bastion.attacks.base import evaluating, loss_gradient
 from bastion.attacks.losses import cross_entropy
 from bastion.data.spec import Split
-from bastion.evaluation.accuracy import predict, robust_accuracy
-from bastion.evaluation.evaluate import ENSEMBLE, Evaluation, eps_key
-from bastion.goals import Misclassify
+from bastion.defenses.pipeline import DefendedClassifier
+from bastion.evaluation.defense import is_randomized_defense
+from bastion.evaluation.record import ENSEMBLE, Evaluation, eps_key, stored
+from bastion.evaluation.runner import EveryExample, Target, model_device
+from bastion.goals import Goal
 from bastion.threat import ThreatModel
 
 log = logging.getLogger(__name__)
@@ -84,10 +88,6 @@ def _beyond(excess: float, tolerance: float) -> bool:
     return excess > tolerance + 1e-9
 
 
-def _r(v: float) -> float:
-    return round(float(v), 6)
-
-
 def _table(ev: Evaluation) -> dict[str, dict[float, float]]:
     """attack -> eps (float) -> robust accuracy, without NaNs."""
     return {
@@ -100,11 +100,11 @@ def monotone_in_eps(ev: Evaluation, tol: float) -> Check:
     """Accuracy never rises with eps (and never exceeds clean accuracy) beyond ``tol``."""
     rises = []
     for attack, by_eps in _table(ev).items():
-        previous, prev_eps = ev.clean_accuracy, 0.0
+        previous, prev_eps = ev.unattacked_accuracy, 0.0
         for eps in sorted(by_eps):
             if _beyond(by_eps[eps] - previous, tol):
                 rises.append(
-                    {"attack": attack, "from_eps": prev_eps, "to_eps": eps, "rise": _r(by_eps[eps] - previous)}
+                    {"attack": attack, "from_eps": prev_eps, "to_eps": eps, "rise": stored(by_eps[eps] - previous)}
                 )
             previous, prev_eps = by_eps[eps], eps
     if not any(_table(ev).values()):
@@ -129,7 +129,7 @@ def fgsm_not_stronger(ev: Evaluation, tol: float) -> Check:
     for eps, fgsm_acc in table["fgsm"].items():
         pgd_acc = min((v[eps] for v in iterative.values() if eps in v), default=None)
         if pgd_acc is not None:
-            rows.append({"eps": eps, "fgsm": _r(fgsm_acc), "pgd": _r(pgd_acc)})
+            rows.append({"eps": eps, "fgsm": stored(fgsm_acc), "pgd": stored(pgd_acc)})
     bad = [r for r in rows if _beyond(r["pgd"] - r["fgsm"], tol)]
     status = SUSPECT if bad else PASS
     detail = "FGSM finds more than PGD" if bad else "PGD is at least as strong as FGSM"
@@ -148,16 +148,14 @@ def white_box_beats_black_box(ev: Evaluation, tol: float) -> Check:
         w = {a: v[eps] for a, v in white.items() if eps in v}
         b = {a: v[eps] for a, v in black.items() if eps in v}
         if w and b:
-            rows.append({"eps": eps, "white_box": _r(min(w.values())), "black_box": _r(min(b.values()))})
+            rows.append({"eps": eps, "white_box": stored(min(w.values())), "black_box": stored(min(b.values()))})
     bad = [r for r in rows if _beyond(r["white_box"] - r["black_box"], tol)]
     status = SUSPECT if bad else PASS
     detail = "a black-box or transfer attack beats every white-box one" if bad else "white-box attacks are strongest"
     return Check("white-box-beats-black-box", status, detail, {"by_eps": rows, "tolerance": tol})
 
 
-def _defense(model: nn.Module) -> Any:
-    from bastion.defenses.pipeline import DefendedClassifier
-
+def _defense(model: nn.Module) -> DefendedClassifier | None:
     return model if isinstance(model, DefendedClassifier) else None
 
 
@@ -172,8 +170,6 @@ def _adaptive_attack_ran(code: str, ev: Evaluation, attack: str, applies: str | 
 
 
 def eot_for_randomized(model: nn.Module, ev: Evaluation) -> Check:
-    from bastion.evaluation.defense import is_randomized_defense
-
     defended = _defense(model)
     randomized = defended is not None and is_randomized_defense(defended)
     return _adaptive_attack_ran(
@@ -199,10 +195,11 @@ def detector_aware(model: nn.Module, ev: Evaluation) -> Check:
     )
 
 
-def gradient_health(model: nn.Module, x: Tensor, y: Tensor, max_share: float) -> Check:
-    """Share of examples whose input gradient of the cross-entropy is all zero, or has NaN/inf entries."""
+def gradient_health(model: nn.Module, x: Tensor, goal: Goal, max_share: float) -> Check:
+    """Share of examples whose input gradient of the cross-entropy toward ``goal`` is all zero, or has
+    NaN/inf entries."""
     with evaluating(model):
-        _, grad, _ = loss_gradient(model, x, Misclassify(y), cross_entropy)
+        _, grad, _ = loss_gradient(model, x, goal, cross_entropy)
     flat = grad.flatten(1)
     zero = float((flat == 0).all(dim=1).float().mean())
     nonfinite = float((~torch.isfinite(flat)).any(dim=1).float().mean())
@@ -210,9 +207,9 @@ def gradient_health(model: nn.Module, x: Tensor, y: Tensor, max_share: float) ->
     median_norm = float(norms[torch.isfinite(norms)].median()) if torch.isfinite(norms).any() else float("nan")
     measured = {
         "n_examples": len(x),
-        "zero_gradient_share": _r(zero),
-        "nonfinite_gradient_share": _r(nonfinite),
-        "median_gradient_norm": _r(median_norm) if math.isfinite(median_norm) else None,
+        "zero_gradient_share": stored(zero),
+        "nonfinite_gradient_share": stored(nonfinite),
+        "median_gradient_norm": stored(median_norm) if math.isfinite(median_norm) else None,
         "max_share": max_share,
     }
     if zero > max_share or nonfinite > 0:
@@ -234,14 +231,22 @@ def _domain_width(threat: ThreatModel, x: Tensor) -> float | None:
     return width if threat.norm is Norm.LINF else width * math.sqrt(x[0].numel())
 
 
-def unbounded_eps(model: nn.Module, split: Split, threat: ThreatModel, s: CheckSettings) -> Check:
+def _accuracy(model: nn.Module, target: Target, attack: Attack, threat: ThreatModel, seed: int) -> float:
+    """Share of the target's examples where the model holds against ``attack``."""
+    _, robust = target.attack(model, attack, threat, seed=seed)
+    return float(robust.float().mean()) if robust.numel() else float("nan")
+
+
+def unbounded_eps(model: nn.Module, target: Target, threat: ThreatModel, s: CheckSettings) -> Check:
     """PGD whose ball covers the whole input domain must reach ~0% accuracy."""
+    split = target.split
+    if target.unbounded_exemption is not None:
+        return Check("unbounded-eps-reaches-zero", SKIPPED, target.unbounded_exemption)
     eps = _domain_width(threat, split.x)
     if eps is None:
         return Check("unbounded-eps-reaches-zero", SKIPPED, "the input domain has no box bounds")
-    rng = torch.Generator(device=split.x.device).manual_seed(s.seed)
-    acc = robust_accuracy(model, split, PGD(n_steps=s.n_steps), threat.with_eps(eps), rng=rng).accuracy
-    measured = {"eps": _r(eps), "n_steps": s.n_steps, "n_examples": len(split), "accuracy": _r(acc)}
+    acc = _accuracy(model, target, PGD(n_steps=s.n_steps), threat.with_eps(eps), s.seed)
+    measured = {"eps": stored(eps), "n_steps": s.n_steps, "n_examples": len(split), "accuracy": stored(acc)}
     if acc > s.unbounded_max_accuracy:
         return Check(
             "unbounded-eps-reaches-zero",
@@ -269,7 +274,7 @@ def _iterative(attacks: dict[str, Attack]) -> tuple[str, Any] | None:
 
 def converged(
     model: nn.Module,
-    split: Split,
+    target: Target,
     ev: Evaluation,
     attacks: dict[str, Attack],
     threat: ThreatModel,
@@ -285,20 +290,20 @@ def converged(
     if found is None:
         return Check("attack-converged", SKIPPED, "the suite has no iterative attack with steps and restarts")
     name, attack = found
+    split = target.split
     stronger = replace(attack, n_steps=attack.n_steps * s.convergence_factor, n_restarts=attack.n_restarts + 1)
     reported = ev.outcomes.get(name, {}).get(eps_key(eps))
     accs = []
     if reported is not None and len(reported) >= len(split):
         accs.append(float(reported[: len(split)].float().mean()))
     for a in (attack, stronger) if not accs else (stronger,):
-        rng = torch.Generator(device=split.x.device).manual_seed(s.seed)
-        accs.append(robust_accuracy(model, split, a, threat.with_eps(eps), rng=rng).accuracy)
+        accs.append(_accuracy(model, target, a, threat.with_eps(eps), s.seed))
     measured = {
         "attack": name,
         "eps": eps_key(eps),
         "n_examples": len(split),
-        "accuracy": _r(accs[0]),
-        "accuracy_stronger": _r(accs[1]),
+        "accuracy": stored(accs[0]),
+        "accuracy_stronger": stored(accs[1]),
         "stronger": {"n_steps": stronger.n_steps, "n_restarts": stronger.n_restarts},
         "tolerance": s.tolerance,
     }
@@ -314,12 +319,13 @@ def converged(
 
 
 def noise_weaker(
-    model: nn.Module, split: Split, ev: Evaluation, threat: ThreatModel, eps: float, s: CheckSettings
+    model: nn.Module, target: Target, ev: Evaluation, threat: ThreatModel, eps: float, s: CheckSettings
 ) -> Check:
     """Random noise of the same norm (ball corners for L-inf, the sphere for L2) must hurt less than the attack."""
     attacked = {a: v[eps] for a, v in _table(ev).items() if eps in v}
     if not attacked:
         return Check("noise-weaker-than-attack", SKIPPED, f"no attack ran at eps {eps_key(eps)}")
+    split = target.split
     g = torch.Generator(device=split.x.device).manual_seed(s.seed)
     x = split.x
     if threat.norm is Norm.LINF:
@@ -329,13 +335,13 @@ def noise_weaker(
         noise = noise / noise.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (x.dim() - 1)) * eps
     t = threat.with_eps(eps)
     x_noisy = t.domain.repair(t.project(x + noise, x), x)
-    noise_acc = float((predict(model, x_noisy) == split.y).float().mean())
+    noise_acc = float(target.holds(model, x_noisy).float().mean())
     best = min(attacked.values())
     measured = {
         "eps": eps_key(eps),
         "n_examples": len(split),
-        "noise_accuracy": _r(noise_acc),
-        "attack_accuracy": _r(best),
+        "noise_accuracy": stored(noise_acc),
+        "attack_accuracy": stored(best),
         "tolerance": s.tolerance,
     }
     if _beyond(best - noise_acc, s.tolerance):
@@ -356,8 +362,14 @@ def run_checks(
     threat: ThreatModel,
     eps_values: Sequence[float],
     settings: CheckSettings | None = None,
+    *,
+    target: Target | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Every check on one evaluated model: code -> {status, detail, measured} (the results.json block)."""
+    """Every check on one evaluated model: code -> {status, detail, measured} (the results.json block).
+
+    ``target`` is what the evaluation attacked (default: every example of ``test``, untargeted); the
+    attacking checks use its first ``settings.n_examples`` examples.
+    """
     s = settings or CheckSettings()
     checks: list[Check] = [
         monotone_in_eps(ev, s.tolerance),
@@ -366,17 +378,22 @@ def run_checks(
         eot_for_randomized(model, ev),
         detector_aware(model, ev),
     ]
-    attacking: list[tuple[str, Callable[[Split], Check]]] = []
+    attacking: list[tuple[str, Callable[[Target], Check]]] = []
     if eps_values:
         eps = max(eps_values)
         attacking = [
-            ("gradient-health", lambda sub: gradient_health(model, sub.x, sub.y, s.max_bad_gradient_share)),
+            (
+                "gradient-health",
+                lambda sub: gradient_health(model, sub.split.x, sub.goal(sub.split.y), s.max_bad_gradient_share),
+            ),
             ("unbounded-eps-reaches-zero", lambda sub: unbounded_eps(model, sub, threat, s)),
             ("attack-converged", lambda sub: converged(model, sub, ev, attacks, threat, eps, s)),
             ("noise-weaker-than-attack", lambda sub: noise_weaker(model, sub, ev, threat, eps, s)),
         ]
-    device = next(model.parameters()).device
-    subset = test.take(s.n_examples).to(device) if s.n_examples > 0 else None
+    subset: Target | None = None
+    if s.n_examples > 0:
+        subset = target.take(s.n_examples) if target is not None else EveryExample(test.take(s.n_examples))
+        subset = subset.on(model_device(model))
     for code, run in attacking:
         checks.append(run(subset) if subset is not None else Check(code, SKIPPED, "checks_examples = 0"))
     for c in checks:

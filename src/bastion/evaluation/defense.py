@@ -10,19 +10,27 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
+from sklearn.metrics import roc_auc_score, roc_curve
 from torch import Tensor, nn
 
 from bastion.attacks import PGD, Attack
 from bastion.attacks.adaptive import AdaptivePGD, Transfer
 from bastion.data.spec import Split
-from bastion.defenses.pipeline import DefendedClassifier
+from bastion.defenses.pipeline import Decision, DefendedClassifier
 from bastion.defenses.transforms import is_randomized
-from bastion.evaluation.evaluate import ENSEMBLE, CellHook, Evaluation, _set, evaluate
-from bastion.evaluation.stats import wilson
+from bastion.evaluation.plain import AccuracyCells, start_cells
+from bastion.evaluation.record import ENSEMBLE, Evaluation, Table, put, stored, stored_interval, worst_case
+from bastion.evaluation.runner import CellHook, run_grid
 from bastion.threat import ThreatModel
+
+#: Decimal places of the stored ROC points and latencies.
+ROC_DIGITS = 4
+RATIO_DIGITS = 3
 
 
 def adaptive_attacks(
@@ -55,25 +63,23 @@ def auroc(clean_scores: Tensor, adv_scores: Tensor) -> float | None:
     """Area under the ROC curve separating adversarial (positive) from clean scores; None if either is empty."""
     if clean_scores.numel() == 0 or adv_scores.numel() == 0:
         return None
-    from sklearn.metrics import roc_auc_score
-
     labels = torch.cat([torch.zeros(clean_scores.numel()), torch.ones(adv_scores.numel())])
     scores = torch.cat([clean_scores.cpu().double(), adv_scores.cpu().double()])
-    return round(float(roc_auc_score(labels.numpy(), scores.numpy())), 6)
+    return stored(roc_auc_score(labels.numpy(), scores.numpy()))
 
 
 def roc_points(clean_scores: Tensor, adv_scores: Tensor, n_points: int = 51) -> dict[str, list[float]] | None:
     """The ROC curve (adversarial = positive) sampled at ``n_points`` evenly spaced false-positive rates."""
     if clean_scores.numel() == 0 or adv_scores.numel() == 0:
         return None
-    import numpy as np
-    from sklearn.metrics import roc_curve
-
     labels = np.r_[np.zeros(clean_scores.numel()), np.ones(adv_scores.numel())]
     scores = np.r_[clean_scores.cpu().double().numpy(), adv_scores.cpu().double().numpy()]
     fpr, tpr, _ = roc_curve(labels, scores)
     grid = np.linspace(0.0, 1.0, n_points)
-    return {"fpr": [round(float(v), 4) for v in grid], "tpr": [round(float(v), 4) for v in np.interp(grid, fpr, tpr)]}
+    return {
+        "fpr": [stored(v, ROC_DIGITS) for v in grid],
+        "tpr": [stored(v, ROC_DIGITS) for v in np.interp(grid, fpr, tpr)],
+    }
 
 
 def median_time(fn: Callable[[], object], repeats: int = 5) -> float:
@@ -98,6 +104,77 @@ def latency_ratio(defended: DefendedClassifier, x: Tensor, repeats: int = 5) -> 
         t_bare = median_time(lambda: bare(x), repeats)
         t_def = median_time(lambda: defended.decide(x), repeats)
     return t_def / max(t_bare, 1e-9), t_def / len(x), t_bare / len(x)
+
+
+@dataclass
+class DefenseCells:
+    """Measure: the plain cells on the whole defense, plus what the defense decides on each cell's
+    adversarial inputs (detection, failure, AUROC); the ensemble adds the per-input worst failure."""
+
+    defended: DefendedClassifier
+    accuracy: AccuracyCells
+    clean: Decision
+    report: dict[str, Any]
+    max_eps: float
+    always_ensemble: bool = False
+    n: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.n = len(self.accuracy.target.split)
+
+    def cell(self, name: str, attack: Attack, eps: float) -> tuple[Tensor, Tensor]:
+        """(robust, failed) per input: failed = misclassified and not flagged."""
+        result = self.accuracy.cell(name, attack, eps)
+        robust = result.correct
+        y = self.accuracy.target.split.y
+        d = self.defended.decide(result.x_adv)
+        wrong = d.labels != y
+        fooled = wrong & (self.clean.labels == y)
+        failed = wrong & ~d.flagged
+        detected = d.flagged[fooled]
+        has_detector = self.defended.detector is not None
+        put(self.report["detection_rate"], name, eps, stored(detected.float().mean()) if detected.numel() else None)
+        self.record_failure(name, eps, failed)
+        put(self.report["auroc"], name, eps, auroc(self.clean.scores, d.scores[fooled]) if has_detector else None)
+        if has_detector and eps == self.max_eps:
+            put(self.report.setdefault("roc", {}), name, eps, roc_points(self.clean.scores, d.scores[fooled]))
+        return robust, failed
+
+    def record_failure(self, name: str, eps: float, failed: Tensor) -> None:
+        put(self.report["failure_rate"], name, eps, stored(failed.float().mean()))
+        put(self.report["failure_rate_ci"], name, eps, stored_interval(int(failed.sum()), self.n))
+
+    def ensemble(self, eps: float, cells: Sequence[tuple[Tensor, Tensor]]) -> None:
+        self.accuracy.record_worst(eps, [robust for robust, _ in cells])
+        unfailed = worst_case((~failed for _, failed in cells), torch.ones_like(cells[0][1]))
+        self.record_failure(ENSEMBLE, eps, ~unfailed)
+
+
+def defense_report(
+    defended: DefendedClassifier, test: Split, clean: Decision, adaptive_names: list[str]
+) -> dict[str, Any]:
+    """The ``defense`` section before any attack: description, false positives, bare and reject rates."""
+    bare = bare_model(defended)
+    with torch.no_grad():
+        bare_correct = torch.cat(
+            [bare(test.x[i : i + 512]).argmax(1) == test.y[i : i + 512] for i in range(0, len(test), 512)]
+        )
+    n = len(test)
+    fp = int(clean.flagged.sum())
+    has_detector = defended.detector is not None
+    tables: dict[str, Table] = {"detection_rate": {}, "failure_rate": {}, "failure_rate_ci": {}, "auroc": {}}
+    report: dict[str, Any] = {
+        "description": defended.describe(),
+        "false_positive_rate": stored(fp / n) if has_detector else 0.0,
+        "false_positive_rate_ci": stored_interval(fp, n) if has_detector else None,
+        "clean_accuracy_bare": stored(bare_correct.float().mean()),
+        **tables,
+        "adaptive": bool(adaptive_names),
+        "adaptive_attacks": adaptive_names,
+    }
+    if clean.actions is not None:
+        report["reject_rate"] = stored((clean.actions == 2).float().mean())
+    return report
 
 
 def evaluate_defense(
@@ -128,67 +205,16 @@ def evaluate_defense(
         extra = adaptive_attacks(defended, n_steps=adaptive_steps, eot_samples=eot_samples)
         adaptive_names = [n for n in extra if n not in suite]
         suite.update({n: extra[n] for n in adaptive_names})
-    ev, adversarial = evaluate(
-        defended,
-        test,
-        suite,
-        threat,
-        eps_values,
-        seed=seed,
-        batch_size=batch_size,
-        on_cell=on_cell,
-        keep_adversarial=True,
-    )
-    device = next(defended.parameters()).device
-    test = test.to(device)
-    detector = defended.detector
+    accuracy = start_cells(AccuracyCells, defended, test, threat, seed=seed, batch_size=batch_size)
+    test = accuracy.target.split
     clean = defended.decide(test.x)
-    clean_bare = bare_model(defended)
-    with torch.no_grad():
-        bare_correct = torch.cat(
-            [clean_bare(test.x[i : i + 512]).argmax(1) == test.y[i : i + 512] for i in range(0, len(test), 512)]
-        )
-    n = len(test)
-    fp = int(clean.flagged.sum())
-    report: dict[str, Any] = {
-        "description": defended.describe(),
-        "false_positive_rate": round(fp / n, 6) if detector is not None else 0.0,
-        "false_positive_rate_ci": [round(v, 6) for v in wilson(fp, n)] if detector is not None else None,
-        "clean_accuracy_bare": round(float(bare_correct.float().mean()), 6),
-        "detection_rate": {},
-        "failure_rate": {},
-        "failure_rate_ci": {},
-        "auroc": {},
-        "adaptive": bool(adaptive_names),
-        "adaptive_attacks": adaptive_names,
-    }
-    if clean.actions is not None:
-        report["reject_rate"] = round(float((clean.actions == 2).float().mean()), 6)
-    worst: dict[float, Tensor] = {}
-    for (name, eps), x_adv in adversarial.items():
-        d = defended.decide(x_adv)
-        wrong = d.labels != test.y
-        fooled = wrong & (clean.labels == test.y)
-        failed = wrong & ~d.flagged
-        worst[eps] = worst.get(eps, torch.zeros_like(failed)) | failed
-        detected = d.flagged[fooled]
-        _set(
-            report["detection_rate"],
-            name,
-            eps,
-            round(float(detected.float().mean()), 6) if detected.numel() else None,
-        )
-        _set(report["failure_rate"], name, eps, round(float(failed.float().mean()), 6))
-        _set(report["failure_rate_ci"], name, eps, [round(v, 6) for v in wilson(int(failed.sum()), n)])
-        _set(report["auroc"], name, eps, auroc(clean.scores, d.scores[fooled]) if detector is not None else None)
-        if detector is not None and eps == max(eps_values):
-            _set(report.setdefault("roc", {}), name, eps, roc_points(clean.scores, d.scores[fooled]))
-    if len(suite) > 1:
-        for eps, failed in worst.items():
-            _set(report["failure_rate"], ENSEMBLE, eps, round(float(failed.float().mean()), 6))
-            _set(report["failure_rate_ci"], ENSEMBLE, eps, [round(v, 6) for v in wilson(int(failed.sum()), n)])
+    report = defense_report(defended, test, clean, adaptive_names)
+    run_grid(suite, eps_values, DefenseCells(defended, accuracy, clean, report, max(eps_values)), on_cell=on_cell)
     ratio, per_def, per_bare = latency_ratio(defended, test.x[: min(len(test), 256)])
-    report["latency_ratio"] = round(ratio, 3)
-    report["latency_ms_per_input"] = {"defended": round(1e3 * per_def, 4), "bare": round(1e3 * per_bare, 4)}
-    ev.defense = report
-    return ev
+    report["latency_ratio"] = stored(ratio, RATIO_DIGITS)
+    report["latency_ms_per_input"] = {
+        "defended": stored(1e3 * per_def, ROC_DIGITS),
+        "bare": stored(1e3 * per_bare, ROC_DIGITS),
+    }
+    accuracy.ev.defense = report
+    return accuracy.ev

@@ -6,24 +6,105 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from bastion.attacks import Attack
 from bastion.attacks.worst_case import AttackSequence, worst_case
 from bastion.data.spec import Split
 from bastion.evaluation import distributed
-from bastion.evaluation.accuracy import predict
-from bastion.evaluation.evaluate import ENSEMBLE, CellHook, Evaluation, _record, _set, eps_key
+from bastion.evaluation.plain import ImageCells, cost_entry, start_cells
+from bastion.evaluation.record import ENSEMBLE, Evaluation, eps_key, put, stored
+from bastion.evaluation.runner import CellHook, run_grid, seeded
 from bastion.threat import ThreatModel
 
 log = logging.getLogger(__name__)
+
+#: Decimal places of the per-example passes in records.json.
+PASSES_DIGITS = 2
 
 
 def batch_seed(seed: int, start: int) -> int:
     """The attack seed of the batch starting at example ``start``: independent of how batches are sharded."""
     return seed * 1_000_003 + start
+
+
+@dataclass(kw_only=True)
+class SequenceCells(ImageCells):
+    """Measure: at each eps the whole sequence runs once (on the first cell, batch by batch, sharded across
+    ranks); each cell then reads "robust after this attack and all earlier ones"; the ensemble is the last."""
+
+    attacks: AttackSequence
+    always_ensemble: bool = True
+    _eps: float | None = field(default=None, init=False)
+    _parts: list[dict[str, Any]] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        n = len(self.test)
+        self.ev.records = {"index": list(range(n)), "label": self.test.y.tolist(), "eps": {}}
+
+    def parts(self, eps: float) -> list[dict[str, Any]]:
+        """Every batch's worst-case result at ``eps``, gathered from all ranks, in example order."""
+        if self._eps != eps:
+            self._parts, self._eps = self._run(eps), eps
+        return self._parts
+
+    def _run(self, eps: float) -> list[dict[str, Any]]:
+        shard: list[dict[str, Any]] = []
+        x, y = self.test.x, self.test.y
+        for start, stop in distributed.my_batches(len(self.test), self.batch_size):
+            rng = seeded(x.device, batch_seed(self.seed, start))
+            r = worst_case(self.model, x[start:stop], y[start:stop], self.attacks, self.threat.with_eps(eps), rng=rng)
+            shard.append(
+                {
+                    "start": start,
+                    "robust_after": {k: v.cpu() for k, v in r.robust_after.items()},
+                    "broken_by": r.broken_by,
+                    "forward": r.forward.cpu(),
+                    "backward": r.backward.cpu(),
+                    "cost": r.cost,
+                    "x_adv": r.x_adv.cpu() if self.keep_adversarial else None,
+                }
+            )
+        return sorted((p for rank_parts in distributed.gather(shard) for p in rank_parts), key=lambda p: p["start"])
+
+    def robust_after(self, name: str, eps: float) -> Tensor:
+        parts = self.parts(eps)
+        return torch.cat([p["robust_after"][name] for p in parts]) if parts else torch.zeros(0, dtype=torch.bool)
+
+    def cell(self, name: str, attack: Attack, eps: float) -> Tensor:
+        parts = self.parts(eps)
+        robust = self.robust_after(name, eps)
+        self.ev.record(name, eps, robust)
+        cost = {k: sum(p["cost"][name][k] for p in parts) for k in ("forward_passes", "backward_passes")}
+        entry = cost_entry(
+            cost["forward_passes"], cost["backward_passes"], sum(p["cost"][name]["wall_time_s"] for p in parts)
+        )
+        put(
+            self.ev.attack_cost,
+            name,
+            eps,
+            {**entry, "examples_attacked": sum(p["cost"][name]["examples_attacked"] for p in parts)},
+        )
+        if self.keep_adversarial:
+            names = list(self.attacks)
+            self.adversarial[(name, eps)] = _cumulative_adv(parts, names.index(name), names, self.test.x)
+        return robust
+
+    def ensemble(self, eps: float, cells: Sequence[Tensor]) -> None:
+        parts = self.parts(eps)
+        final = self.robust_after(list(self.attacks)[-1], eps)
+        self.ev.record(ENSEMBLE, eps, final)
+        assert self.ev.records is not None
+        self.ev.records["eps"][eps_key(eps)] = {
+            "broken_by": [b for p in parts for b in p["broken_by"]],
+            "forward_passes": [stored(v, PASSES_DIGITS) for p in parts for v in p["forward"]],
+            "backward_passes": [stored(v, PASSES_DIGITS) for p in parts for v in p["backward"]],
+        }
+        log.info("ensemble eps=%s: robust accuracy %.4f", eps_key(eps), float(final.float().mean()))
 
 
 def evaluate_sequential(
@@ -44,62 +125,18 @@ def evaluate_sequential(
     final worst case. ``Evaluation.records`` holds per-example records per eps (which attack broke each
     example, forward/backward passes spent on it); they are not part of results.json.
     """
-    device = next(model.parameters()).device
-    test = test.to(device)
-    n = len(test)
-    clean_correct = predict(model, test.x) == test.y
-    ev = Evaluation(clean_accuracy=float(clean_correct.float().mean()), n_examples=n)
-    ev.clean_correct, ev.labels = clean_correct.cpu(), test.y.cpu()
-    records: dict[str, Any] = {"index": list(range(n)), "label": test.y.tolist(), "eps": {}}
-    adversarial: dict[tuple[str, float], Tensor] = {}
-    names = list(attacks)
-    total, done = len(names) * len(eps_values), 0
-    for eps in eps_values:
-        shard: list[dict[str, Any]] = []
-        for start, stop in distributed.my_batches(n, batch_size):
-            rng = torch.Generator(device=device).manual_seed(batch_seed(seed, start))
-            r = worst_case(model, test.x[start:stop], test.y[start:stop], attacks, threat.with_eps(eps), rng=rng)
-            shard.append(
-                {
-                    "start": start,
-                    "robust_after": {k: v.cpu() for k, v in r.robust_after.items()},
-                    "broken_by": r.broken_by,
-                    "forward": r.forward.cpu(),
-                    "backward": r.backward.cpu(),
-                    "cost": r.cost,
-                    "x_adv": r.x_adv.cpu() if keep_adversarial else None,
-                }
-            )
-        parts = sorted((p for rank_parts in distributed.gather(shard) for p in rank_parts), key=lambda p: p["start"])
-        for name in names:
-            robust = torch.cat([p["robust_after"][name] for p in parts]) if parts else torch.zeros(0, dtype=torch.bool)
-            _record(ev, name, eps, robust)
-            _set(
-                ev.attack_cost,
-                name,
-                eps,
-                {
-                    "forward_passes": sum(p["cost"][name]["forward_passes"] for p in parts),
-                    "backward_passes": sum(p["cost"][name]["backward_passes"] for p in parts),
-                    "wall_time_s": round(sum(p["cost"][name]["wall_time_s"] for p in parts), 4),
-                    "examples_attacked": sum(p["cost"][name]["examples_attacked"] for p in parts),
-                },
-            )
-            if keep_adversarial:
-                adversarial[(name, eps)] = _cumulative_adv(parts, names.index(name), names, test.x)
-            done += 1
-            if on_cell is not None:
-                on_cell(done, total)
-        final = torch.cat([p["robust_after"][names[-1]] for p in parts]) if parts else torch.zeros(0, dtype=torch.bool)
-        _record(ev, ENSEMBLE, eps, final)
-        records["eps"][eps_key(eps)] = {
-            "broken_by": [b for p in parts for b in p["broken_by"]],
-            "forward_passes": [round(float(v), 2) for p in parts for v in p["forward"]],
-            "backward_passes": [round(float(v), 2) for p in parts for v in p["backward"]],
-        }
-        log.info("ensemble eps=%s: robust accuracy %.4f", eps_key(eps), float(final.float().mean()))
-    ev.records = records
-    return ev, adversarial
+    cells = start_cells(
+        SequenceCells,
+        model,
+        test,
+        threat,
+        seed=seed,
+        batch_size=batch_size,
+        keep_adversarial=keep_adversarial,
+        attacks=attacks,
+    )
+    run_grid(attacks, eps_values, cells, on_cell=on_cell)
+    return cells.ev, cells.adversarial
 
 
 def _cumulative_adv(parts: list[dict[str, Any]], upto: int, names: list[str], x: Tensor) -> Tensor:

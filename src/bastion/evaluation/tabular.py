@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -34,11 +34,22 @@ from bastion.data.tabular.preprocess import validate_raw
 from bastion.defenses.pipeline import Defense
 from bastion.domain import BoxDomain
 from bastion.errors import ConfigError
-from bastion.evaluation.accuracy import predict
+from bastion.evaluation.accuracy import RobustResult, predict, robust_accuracy
 from bastion.evaluation.defense import auroc
-from bastion.evaluation.evaluate import ENSEMBLE, CellHook, eps_key
-from bastion.evaluation.stats import wilson
-from bastion.goals import Reach
+from bastion.evaluation.plain import cost_entry
+from bastion.evaluation.record import (
+    ENSEMBLE,
+    Evaluation,
+    eps_key,
+    put,
+    stored,
+    stored_fraction,
+    stored_interval,
+    stored_mean,
+    worst_case,
+)
+from bastion.evaluation.runner import CellHook, model_device, run_grid, seeded
+from bastion.goals import Goal, Reach
 from bastion.threat import ThreatModel
 
 log = logging.getLogger(__name__)
@@ -54,7 +65,7 @@ def detection_metrics(pred_malicious: np.ndarray, malicious: np.ndarray) -> dict
     recall = tp / (tp + fn) if tp + fn else 0.0
     denom = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
     mcc = (tp * tn - fp * fn) / denom if denom else 0.0
-    return {"precision": round(precision, 6), "recall": round(recall, 6), "mcc": round(mcc, 6)}
+    return {"precision": stored(precision), "recall": stored(recall), "mcc": stored(mcc)}
 
 
 @dataclass
@@ -73,29 +84,174 @@ def valid_records(domain: TabularDomain, x_adv: Tensor, x: Tensor, raw: pd.DataF
     return torch.as_tensor(ok)
 
 
-def _attack_rows(
-    model: nn.Module,
-    x: Tensor,
-    target: Tensor,
-    attack: Attack,
-    threat: ThreatModel,
-    *,
-    seed: int,
-    batch_size: int,
-) -> tuple[Tensor, Tensor, dict[str, float]]:
-    rng = torch.Generator(device=x.device).manual_seed(seed)
-    out, success = [], []
-    cost = {"forward_passes": 0.0, "backward_passes": 0.0, "wall_time_s": 0.0}
-    for start in range(0, len(x), batch_size):
-        xb, tb = x[start : start + batch_size], target[start : start + batch_size]
-        result = attack(model, xb, Reach(tb), threat, rng=rng)
-        out.append(result.x_adv)
-        success.append(result.success)
-        cost["forward_passes"] += result.n_forward
-        cost["backward_passes"] += result.n_backward
-        cost["wall_time_s"] += result.wall_time_s
-    cost["wall_time_s"] = round(cost["wall_time_s"], 4)
-    return torch.cat(out), torch.cat(success), cost
+#: Why the unbounded-eps check does not apply to constrained tabular evasion.
+CONSTRAINED_REACH = (
+    "the tabular domain (immutable features, one-hot groups, relations, integer values) bounds what any "
+    "budget can reach, so an unbounded attack need not evade every malicious row"
+)
+
+
+@dataclass(frozen=True)
+class MaliciousRows:
+    """The target of tabular evasion: the malicious rows, attacked toward ``benign``; the model holds on a
+    row unless it is classified benign AND its raw record is valid (:func:`valid_records`)."""
+
+    split: Split
+    raw: pd.DataFrame
+    domain: TabularDomain
+    benign: int
+    unbounded_exemption: str | None = CONSTRAINED_REACH
+
+    def goal(self, y: Tensor) -> Goal:
+        return Reach(torch.full_like(y, self.benign))
+
+    def run(
+        self, model: nn.Module, attack: Attack, threat: ThreatModel, *, seed: int, batch_size: int = 256
+    ) -> RobustResult:
+        """``attack`` on the rows toward benign, its raw result (success before the raw validator)."""
+        rng = seeded(self.split.x.device, seed)
+        return robust_accuracy(model, self.split, attack, threat, rng=rng, batch_size=batch_size, goal=self.goal)
+
+    def judge(self, model: nn.Module, x_adv: Tensor) -> tuple[Tensor, Tensor]:
+        """(evaded, valid) per row (CPU): classified benign by ``model`` with a valid raw record; valid."""
+        valid = valid_records(self.domain, x_adv, self.split.x, self.raw)
+        return (predict(model, x_adv) == self.benign).cpu() & valid, valid
+
+    def attack(
+        self, model: nn.Module, attack: Attack, threat: ThreatModel, *, seed: int, batch_size: int = 256
+    ) -> tuple[RobustResult, Tensor]:
+        result = self.run(model, attack, threat, seed=seed, batch_size=batch_size)
+        evaded, _ = self.judge(model, result.x_adv)
+        return result, ~evaded
+
+    def holds(self, model: nn.Module, x: Tensor) -> Tensor:
+        evaded, _ = self.judge(model, x)
+        return ~evaded
+
+    def take(self, n: int) -> MaliciousRows:
+        return MaliciousRows(self.split.take(n), self.raw.iloc[:n], self.domain, self.benign)
+
+    def on(self, device: torch.device) -> MaliciousRows:
+        return MaliciousRows(self.split.to(device), self.raw, self.domain, self.benign)
+
+
+def malicious_rows(test: Split, raw: pd.DataFrame, domain: TabularDomain, benign: int) -> MaliciousRows:
+    """The malicious rows of ``test`` (any class but ``benign``) with their raw records (row-aligned)."""
+    malicious = test.y != benign
+    idx = malicious.nonzero().squeeze(1)
+    raw_mal = raw.reset_index(drop=True).iloc[idx.cpu().numpy()].reset_index(drop=True)
+    return MaliciousRows(Split(test.x[idx], test.y[idx]), raw_mal, domain, benign)
+
+
+def tabular_section(pred: np.ndarray, malicious: np.ndarray, benign: int) -> dict[str, Any]:
+    """The ``tabular`` section before any attack: the clean detection numbers and the empty tables."""
+    n_mal = int(malicious.sum())
+    tables: dict[str, dict[str, Any]] = {
+        key: {}
+        for key in (
+            "evasion_rate",
+            "evasion_rate_ci",
+            "valid_share",
+            "precision",
+            "recall",
+            "mcc",
+            "unconstrained_robust_accuracy",
+            "unconstrained_valid_share",
+        )
+    }
+    return {
+        "n_malicious": n_mal,
+        "benign_class": benign,
+        "clean": {
+            **detection_metrics(pred != benign, malicious),
+            "detection_rate": stored_fraction(int((pred[malicious] != benign).sum()), n_mal),
+        },
+        **tables,
+        "goal": "Reach(benign) on malicious rows",
+    }
+
+
+@dataclass
+class EvasionCells:
+    """Measure: each attack on the malicious rows within the constrained domain (and, when ``unconstrained``,
+    within a plain [0, 1] box: what it would claim); the ensemble is the per-row worst case."""
+
+    model: nn.Module
+    target: MaliciousRows
+    norm: str
+    ev: Evaluation
+    pred: np.ndarray
+    malicious: np.ndarray
+    seed: int = 0
+    batch_size: int = 256
+    unconstrained: bool = True
+    outcomes: dict[tuple[str, float], TabularAttackOutcome] = field(default_factory=dict)
+    always_ensemble: bool = False
+
+    @property
+    def tab(self) -> dict[str, Any]:
+        assert self.ev.tabular is not None
+        return self.ev.tabular
+
+    @property
+    def n_mal(self) -> int:
+        return len(self.target.split)
+
+    def threat(self, eps: float, free: bool = False) -> ThreatModel:
+        n = self.target.domain.n_features
+        domain = BoxDomain(torch.zeros(n), torch.ones(n)) if free else self.target.domain
+        return ThreatModel(norm=Norm(self.norm), eps=eps, domain=domain)
+
+    def cell(self, name: str, attack: Attack, eps: float) -> tuple[Tensor, Tensor | None]:
+        """(evaded, evaded without constraints or None) per malicious row."""
+        t = self.target
+        result = t.run(self.model, attack, self.threat(eps), seed=self.seed, batch_size=self.batch_size)
+        evaded, valid = t.judge(self.model, result.x_adv)
+        self.outcomes[(name, eps)] = TabularAttackOutcome(result.x_adv.cpu(), evaded, valid)
+        self.record(name, eps, evaded)
+        put(self.tab["valid_share"], name, eps, stored_mean(valid))
+        cost = cost_entry(float(result.n_forward), float(result.n_backward), result.wall_time_s)
+        put(self.ev.attack_cost, name, eps, cost)
+        free_evaded = self.unconstrained_cell(name, attack, eps) if self.unconstrained else None
+        log.info("%s eps=%s: evasion %.4f", name, eps_key(eps), float(evaded.float().mean()) if self.n_mal else 0.0)
+        return evaded, free_evaded
+
+    def unconstrained_cell(self, name: str, attack: Attack, eps: float) -> Tensor:
+        t = self.target
+        x_free = t.run(self.model, attack, self.threat(eps, free=True), seed=self.seed, batch_size=self.batch_size)
+        free_evaded = (predict(self.model, x_free.x_adv) == t.benign).cpu()
+        free_valid = valid_records(t.domain, x_free.x_adv, t.split.x, t.raw)
+        self.record_unconstrained(name, eps, free_evaded)
+        put(self.tab["unconstrained_valid_share"], name, eps, stored_fraction(int(free_valid.sum()), self.n_mal))
+        return free_evaded
+
+    def record(self, name: str, eps: float, evaded: Tensor) -> None:
+        """Detection rate under attack (robust accuracy), evasion rate and the detection metrics of all rows."""
+        k, n_mal = int(evaded.sum()), self.n_mal
+        self.ev.record(name, eps, ~evaded, accuracy=1 - k / n_mal if n_mal else 0.0)
+        put(self.tab["evasion_rate"], name, eps, stored_fraction(k, n_mal))
+        put(self.tab["evasion_rate_ci"], name, eps, stored_interval(k, n_mal))
+        under_attack = self.pred != self.target.benign
+        under_attack[np.flatnonzero(self.malicious)[evaded.numpy()]] = False
+        for metric, value in detection_metrics(under_attack, self.malicious).items():
+            put(self.tab[metric], name, eps, value)
+
+    def record_unconstrained(self, name: str, eps: float, free_evaded: Tensor) -> None:
+        value = stored(1 - float(free_evaded.float().mean())) if self.n_mal else None
+        put(self.tab["unconstrained_robust_accuracy"], name, eps, value)
+
+    def ensemble(self, eps: float, cells: Sequence[tuple[Tensor, Tensor | None]]) -> None:
+        self.record(ENSEMBLE, eps, any_row(evaded for evaded, _ in cells))
+        if self.unconstrained:
+            self.record_unconstrained(ENSEMBLE, eps, any_row(free for _, free in cells if free is not None))
+
+
+def any_row(evaded: Any) -> Tensor:
+    """Per row, evaded by some attack: the attacker's side of :func:`~bastion.evaluation.record.worst_case`."""
+    masks = list(evaded)
+    if not masks:
+        raise ValueError("any_row needs at least one cell")
+    return ~worst_case((~m for m in masks), torch.ones_like(masks[0]))
 
 
 def evaluate_tabular(
@@ -112,128 +268,102 @@ def evaluate_tabular(
     batch_size: int = 256,
     unconstrained: bool = True,
     on_cell: CellHook | None = None,
-) -> tuple[dict[str, Any], dict[tuple[str, float], TabularAttackOutcome]]:
-    """Attack the malicious rows of ``test`` toward ``benign``; return a results.json model entry and
-    the outcomes per (attack, eps).
+) -> tuple[Evaluation, dict[tuple[str, float], TabularAttackOutcome]]:
+    """Attack the malicious rows of ``test`` toward ``benign``; return the evaluation (``to_dict()`` is the
+    results.json model entry, with its ``tabular`` section) and the outcomes per (attack, eps).
 
     Args:
         raw: the original raw records of ``test`` (row-aligned), the validator's reference.
         domain: the constrained domain (the model's own preprocessing).
         unconstrained: also run every attack with a plain [0, 1] box domain (what it would claim).
     """
-    device = next(model.parameters()).device
-    test = test.to(device)
-    raw = raw.reset_index(drop=True)
-    schema = domain.preprocessor.schema
-    pred = predict(model, test.x)
+    test = test.to(model_device(model))
+    target = malicious_rows(test, raw, domain, benign)
+    pred = predict(model, test.x).cpu().numpy()
     malicious = (test.y != benign).cpu().numpy()
     n, n_mal = len(test), int(malicious.sum())
-    clean_correct = (pred == test.y).cpu().numpy()
-    idx = torch.as_tensor(np.flatnonzero(malicious), device=device)
-    x_mal = test.x[idx]
-    target = torch.full((n_mal,), benign, dtype=torch.long, device=device)
-    raw_mal = raw.iloc[idx.cpu().numpy()].reset_index(drop=True)
-    pred_np = pred.cpu().numpy()
-    clean_detected = pred_np[malicious] != benign
-    entry: dict[str, Any] = {
-        "clean_accuracy": round(float(clean_correct.mean()), 6) if n else 0.0,
-        "clean_accuracy_ci": [round(v, 6) for v in wilson(int(clean_correct.sum()), n)],
-        "n_examples": n,
-        "robust_accuracy": {},
-        "robust_accuracy_ci": {},
-        "attack_cost": {},
-    }
-    tab: dict[str, Any] = {
-        "n_malicious": n_mal,
-        "benign_class": benign,
-        "clean": {
-            **detection_metrics(pred_np != benign, malicious),
-            "detection_rate": round(float(clean_detected.mean()), 6) if n_mal else None,
-        },
+    k_clean = int((pred == test.y.cpu().numpy()).sum())
+    ev = Evaluation(clean_accuracy=k_clean / n if n else 0.0, n_examples=n)
+    ev.tabular = tabular_section(pred, malicious, benign)
+    ev.attacked_clean_accuracy = int((pred[malicious] != benign).sum()) / n_mal if n_mal else None
+    cells = EvasionCells(model, target, norm, ev, pred, malicious, seed, batch_size, unconstrained)
+    run_grid(attacks, eps_values, cells, on_cell=on_cell)
+    return ev, cells.outcomes
+
+
+@dataclass
+class DetectorCells:
+    """Measure of a runtime detector on tabular data: per cell, the adversarial rows (replayed from the
+    detector-blind ``outcomes`` when the attack is None, else crafted against the defense) and what the
+    defense decides on them; the ensemble is the per-row worst failure."""
+
+    defense: Defense
+    target: MaliciousRows
+    norm: str
+    outcomes: Mapping[tuple[str, float], TabularAttackOutcome]
+    clean_scores: Tensor
+    report: dict[str, Any]
+    seed: int = 0
+    batch_size: int = 256
+    always_ensemble: bool = True
+
+    def rows(self, name: str, attack: Attack | None, eps: float) -> tuple[Tensor, Tensor] | None:
+        """(adversarial rows, valid evasions) of one cell; None for a replay ``outcomes`` lack at ``eps``."""
+        if attack is None:
+            o = self.outcomes.get((name, eps))
+            return None if o is None else (o.x_adv, o.evaded)
+        t = self.target
+        surface = self.defense if isinstance(attack, AdaptivePGD) else DetectorPenalty(self.defense, t.benign)
+        threat = ThreatModel(norm=Norm(self.norm), eps=eps, domain=t.domain)
+        x_adv = t.run(surface, attack, threat, seed=self.seed, batch_size=self.batch_size).x_adv
+        evaded, _ = t.judge(self.defense, x_adv)
+        return x_adv.cpu(), evaded
+
+    def cell(self, name: str, attack: Attack | None, eps: float) -> Tensor | None:
+        """Per row: failed = a valid evasion the detector did not flag (None: nothing to replay)."""
+        rows = self.rows(name, attack, eps)
+        if rows is None:
+            return None
+        x_adv, evaded = rows
+        d = self.defense.decide(x_adv.to(self.target.split.x.device))
+        flagged = d.flagged.cpu()
+        failed = evaded & ~flagged
+        self.record_failure(name, eps, failed)
+        put(self.report["evasion_rate"], name, eps, stored_mean(evaded))
+        put(self.report["detection_rate"], name, eps, stored_mean(flagged[evaded]))
+        put(self.report["auroc"], name, eps, auroc(self.clean_scores, d.scores.cpu()[evaded]))
+        return failed
+
+    def record_failure(self, name: str, eps: float, failed: Tensor) -> None:
+        k, n_mal = int(failed.sum()), len(self.target.split)
+        put(self.report["failure_rate"], name, eps, stored_fraction(k, n_mal))
+        put(self.report["failure_rate_ci"], name, eps, stored_interval(k, n_mal))
+
+    def ensemble(self, eps: float, cells: Sequence[Tensor | None]) -> None:
+        ran = [c for c in cells if c is not None]
+        failed = any_row(ran) if ran else torch.zeros(len(self.target.split), dtype=torch.bool)
+        self.record_failure(ENSEMBLE, eps, failed)
+
+
+def detector_report(
+    defense: Defense, test: Split, malicious: Tensor, flagged: Tensor, adaptive: list[str]
+) -> dict[str, Any]:
+    """The detector report before any attack: false positives on every clean row and on the benign ones."""
+    n_benign = int((~malicious).sum())
+    fp, fp_benign = int(flagged.sum()), int(flagged[~malicious].sum())
+    return {
+        "description": defense.describe(),
+        "false_positive_rate": stored_fraction(fp, len(test)),
+        "false_positive_rate_ci": stored_interval(fp, len(test)),
+        "false_positive_rate_benign": stored_fraction(fp_benign, n_benign),
+        "n_malicious": int(malicious.sum()),
+        "adaptive_attacks": adaptive,
+        "failure_rate": {},
+        "failure_rate_ci": {},
+        "detection_rate": {},
+        "auroc": {},
         "evasion_rate": {},
-        "evasion_rate_ci": {},
-        "valid_share": {},
-        "precision": {},
-        "recall": {},
-        "mcc": {},
-        "unconstrained_robust_accuracy": {},
-        "unconstrained_valid_share": {},
-        "goal": "Reach(benign) on malicious rows",
     }
-    outcomes: dict[tuple[str, float], TabularAttackOutcome] = {}
-    box = BoxDomain(torch.zeros(domain.n_features), torch.ones(domain.n_features))
-    total = len(attacks) * len(eps_values)
-    done = 0
-    for eps in eps_values:
-        key = eps_key(eps)
-        worst = torch.zeros(n_mal, dtype=torch.bool)
-        worst_free = torch.zeros(n_mal, dtype=torch.bool)
-        for name, attack in attacks.items():
-            threat = ThreatModel(norm=Norm(norm), eps=eps, domain=domain)
-            x_adv, _, cost = _attack_rows(model, x_mal, target, attack, threat, seed=seed, batch_size=batch_size)
-            evaded_pred = (predict(model, x_adv) == benign).cpu()
-            valid = valid_records(domain, x_adv, x_mal, raw_mal)
-            evaded = evaded_pred & valid
-            outcomes[(name, eps)] = TabularAttackOutcome(x_adv.cpu(), evaded, valid)
-            worst |= evaded
-            _record(entry, tab, name, key, evaded, pred_np, malicious)
-            tab["valid_share"].setdefault(name, {})[key] = round(float(valid.float().mean()), 6) if n_mal else None
-            entry["attack_cost"].setdefault(name, {})[key] = cost
-            if unconstrained:
-                free = ThreatModel(norm=Norm(norm), eps=eps, domain=box)
-                x_free, _, _ = _attack_rows(model, x_mal, target, attack, free, seed=seed, batch_size=batch_size)
-                free_evaded = (predict(model, x_free) == benign).cpu()
-                free_valid = (
-                    validate_raw(
-                        pd.DataFrame(domain.preprocessor.inverse_transform(x_free.cpu().double().numpy())),
-                        schema,
-                        reference=raw_mal,
-                    )
-                    & domain.is_feasible(x_free, x_mal).cpu().numpy()
-                )
-                worst_free |= free_evaded
-                tab["unconstrained_robust_accuracy"].setdefault(name, {})[key] = (
-                    round(1 - float(free_evaded.float().mean()), 6) if n_mal else None
-                )
-                tab["unconstrained_valid_share"].setdefault(name, {})[key] = (
-                    round(float(free_valid.mean()), 6) if n_mal else None
-                )
-            done += 1
-            log.info("%s eps=%s: evasion %.4f", name, key, float(evaded.float().mean()) if n_mal else 0.0)
-            if on_cell is not None:
-                on_cell(done, total)
-        if len(attacks) > 1:
-            _record(entry, tab, ENSEMBLE, key, worst, pred_np, malicious)
-            if unconstrained:
-                tab["unconstrained_robust_accuracy"].setdefault(ENSEMBLE, {})[key] = (
-                    round(1 - float(worst_free.float().mean()), 6) if n_mal else None
-                )
-    entry["tabular"] = tab
-    return entry, outcomes
-
-
-def _record(
-    entry: dict[str, Any],
-    tab: dict[str, Any],
-    name: str,
-    key: str,
-    evaded: Tensor,
-    pred: np.ndarray,
-    malicious: np.ndarray,
-) -> None:
-    n_mal = int(evaded.numel())
-    k = int(evaded.sum())
-    robust = 1 - k / n_mal if n_mal else 0.0
-    entry["robust_accuracy"].setdefault(name, {})[key] = round(robust, 6)
-    entry["robust_accuracy_ci"].setdefault(name, {})[key] = [round(v, 6) for v in wilson(n_mal - k, n_mal)]
-    tab["evasion_rate"].setdefault(name, {})[key] = round(k / n_mal, 6) if n_mal else None
-    tab["evasion_rate_ci"].setdefault(name, {})[key] = [round(v, 6) for v in wilson(k, n_mal)]
-    pred_mal = pred != tab["benign_class"]
-    under_attack = pred_mal.copy()
-    under_attack[np.flatnonzero(malicious)[evaded.numpy()]] = False
-    metrics = detection_metrics(under_attack, malicious)
-    for metric in ("precision", "recall", "mcc"):
-        tab[metric].setdefault(name, {})[key] = metrics[metric]
 
 
 def evaluate_tabular_detector(
@@ -271,56 +401,11 @@ def evaluate_tabular_detector(
             "detector-aware pgd-50": AdaptivePGD(n_steps=50, detector_weight=2.0),
             "detector-aware search": CoordinateSearch(n_iters=20, n_candidates=8),
         }
-    device = next(defense.parameters()).device
-    test = test.to(device)
-    raw = raw.reset_index(drop=True)
-    malicious = (test.y != benign).cpu()
-    idx = malicious.nonzero().squeeze(1)
-    x_mal = test.x[idx.to(device)]
-    raw_mal = raw.iloc[idx.numpy()].reset_index(drop=True)
-    n_mal = len(x_mal)
+    test = test.to(model_device(defense))
+    target = malicious_rows(test, raw, domain, benign)
     clean = defense.decide(test.x)
-    flagged_clean = clean.flagged.cpu()
-    n_benign = int((~malicious).sum())
-    fp, fp_benign = int(flagged_clean.sum()), int(flagged_clean[~malicious].sum())
-    report: dict[str, Any] = {
-        "description": defense.describe(),
-        "false_positive_rate": round(fp / len(test), 6) if len(test) else None,
-        "false_positive_rate_ci": [round(v, 6) for v in wilson(fp, len(test))],
-        "false_positive_rate_benign": round(fp_benign / n_benign, 6) if n_benign else None,
-        "n_malicious": n_mal,
-        "adaptive_attacks": list(adaptive),
-        "failure_rate": {},
-        "failure_rate_ci": {},
-        "detection_rate": {},
-        "auroc": {},
-        "evasion_rate": {},
-    }
-    target = torch.full((n_mal,), benign, dtype=torch.long, device=device)
-    for eps in eps_values:
-        key = eps_key(eps)
-        cells = {name: (o.x_adv, o.evaded) for (name, e), o in outcomes.items() if e == eps}
-        threat = ThreatModel(norm=Norm(norm), eps=eps, domain=domain)
-        for name, attack in adaptive.items():
-            surface = defense if isinstance(attack, AdaptivePGD) else DetectorPenalty(defense, benign)
-            x_adv, _, _ = _attack_rows(surface, x_mal, target, attack, threat, seed=seed, batch_size=batch_size)
-            evaded = (predict(defense, x_adv) == benign).cpu() & valid_records(domain, x_adv, x_mal, raw_mal)
-            cells[name] = (x_adv.cpu(), evaded)
-        worst = torch.zeros(n_mal, dtype=torch.bool)
-        for name, (xa, ev) in cells.items():
-            d = defense.decide(xa.to(device))
-            failed = ev & ~d.flagged.cpu()
-            worst |= failed
-            k = int(failed.sum())
-            flagged_evasions = d.flagged.cpu()[ev]
-            report["failure_rate"].setdefault(name, {})[key] = round(k / n_mal, 6) if n_mal else None
-            report["failure_rate_ci"].setdefault(name, {})[key] = [round(v, 6) for v in wilson(k, n_mal)]
-            report["evasion_rate"].setdefault(name, {})[key] = round(float(ev.float().mean()), 6) if n_mal else None
-            report["detection_rate"].setdefault(name, {})[key] = (
-                round(float(flagged_evasions.float().mean()), 6) if flagged_evasions.numel() else None
-            )
-            report["auroc"].setdefault(name, {})[key] = auroc(clean.scores.cpu(), d.scores.cpu()[ev])
-        k = int(worst.sum())
-        report["failure_rate"].setdefault(ENSEMBLE, {})[key] = round(k / n_mal, 6) if n_mal else None
-        report["failure_rate_ci"].setdefault(ENSEMBLE, {})[key] = [round(v, 6) for v in wilson(k, n_mal)]
+    report = detector_report(defense, test, (test.y != benign).cpu(), clean.flagged.cpu(), list(adaptive))
+    cells = DetectorCells(defense, target, norm, outcomes, clean.scores.cpu(), report, seed, batch_size)
+    replayed: dict[str, Attack | None] = {name: None for name, _ in outcomes}
+    run_grid({**replayed, **adaptive}, eps_values, cells)
     return report

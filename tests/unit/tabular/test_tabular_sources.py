@@ -219,3 +219,27 @@ def test_evaluate_without_data_rebuilds_the_models_test_split(kdd_model: tuple[P
     entry = results["models"]["pgd-at"]
     assert entry["n_examples"] == 24  # the 20% stratified test split of the 120 training-file rows
     assert entry["tabular"]["valid_share"]["fgsm"]["0.1"] == 1.0
+
+
+def test_evaluate_runs_the_sanity_checks_on_the_malicious_rows(kdd_model: tuple[Path, Path], tmp_path: Path) -> None:
+    _, run = kdd_model
+    cfg = EvalConfig.parse({"suite": "tabular", "eps": [0.1, 0.3], "device": "cpu", "checks_examples": 8})
+    results = run_evaluate(run, cfg, tmp_path / "eval")
+    entry = results["models"]["pgd-at"]
+    checks = entry["checks"]
+    assert set(checks) == {
+        "accuracy-monotone-in-eps",
+        "fgsm-not-stronger-than-pgd",
+        "white-box-beats-black-box",
+        "eot-for-randomized-defense",
+        "detector-aware-attack",
+        "gradient-health",
+        "unbounded-eps-reaches-zero",
+        "attack-converged",
+        "noise-weaker-than-attack",
+    }
+    assert checks["gradient-health"]["measured"]["n_examples"] == min(8, entry["tabular"]["n_malicious"])
+    assert checks["unbounded-eps-reaches-zero"]["status"] == "skipped"
+    assert checks["white-box-beats-black-box"]["status"] in ("pass", "SUSPECT")  # pgd-50 against the search
+    assert json.loads((tmp_path / "eval" / "results.json").read_text())["models"]["pgd-at"]["checks"] == checks
+    assert "## Sanity checks" in (tmp_path / "eval" / "summary.md").read_text()

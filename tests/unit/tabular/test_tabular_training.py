@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from synthetic import fitted
@@ -143,3 +145,53 @@ def test_detector_evaluation_counts_only_valid_unflagged_evasions(standard: nn.M
     assert all(v == 0.0 for cells in flag_all["failure_rate"].values() for v in cells.values())
     with pytest.raises(ConfigError, match="detector"):
         evaluate_tabular_detector(Defense(standard), *args)
+
+
+def rounded_logits(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose logits are rounded: zero input gradient everywhere, so a gradient attack
+    breaks nothing."""
+    rounded = copy.deepcopy(model).eval()
+    rounded.register_forward_hook(lambda _module, _inputs, logits: torch.round(logits))
+    return rounded
+
+
+def _tabular_checks(model: nn.Module, domain: TabularDomain) -> tuple[dict, dict]:
+    from bastion.evaluation.checks import CheckSettings, run_checks
+    from bastion.evaluation.tabular import evaluate_tabular, malicious_rows
+
+    test, raw = Split(X[300:], YT[300:]), RAW.iloc[300:]
+    suite = {"pgd-50": PGD(n_steps=50), "search": CoordinateSearch(n_iters=10, n_candidates=8)}
+    ev, _ = evaluate_tabular(model, test, raw, domain, 0, suite, "linf", (0.1, 0.3), unconstrained=False)
+    target = malicious_rows(test, raw, domain, 0)
+    threat = ThreatModel(norm="linf", eps=0.3, domain=domain)
+    checks = run_checks(model, target.split, ev, suite, threat, (0.1, 0.3), CheckSettings(n_examples=30), target=target)
+    return ev.to_dict(), checks
+
+
+def test_tabular_checks_attack_the_malicious_rows_within_the_domain(standard: nn.Module) -> None:
+    from bastion.evaluation.checks import PASS, SKIPPED
+
+    SpyDomain.repairs = 0
+    _, checks = _tabular_checks(standard, SpyDomain(PRE))
+    repairs_in_evaluation = SpyDomain.repairs
+    assert checks["gradient-health"]["status"] == PASS
+    n_malicious = int((YT[300:] != 0).sum())
+    for code in ("gradient-health", "attack-converged", "noise-weaker-than-attack"):
+        assert checks[code]["measured"]["n_examples"] == min(30, n_malicious), code
+    assert checks["unbounded-eps-reaches-zero"]["status"] == SKIPPED
+    assert "tabular domain" in checks["unbounded-eps-reaches-zero"]["detail"]
+    assert checks["white-box-beats-black-box"]["status"] != SKIPPED  # PGD vs the gradient-free search
+    # the baseline of the eps ordering is the clean detection rate of the malicious rows, not all-row accuracy
+    assert checks["accuracy-monotone-in-eps"]["status"] == PASS
+    assert repairs_in_evaluation > 0
+
+
+def test_tabular_checks_flag_a_gradient_attack_that_broke_nothing(standard: nn.Module) -> None:
+    from bastion.evaluation.checks import SUSPECT
+
+    entry, checks = _tabular_checks(rounded_logits(standard), DOMAIN)
+    robust = entry["robust_accuracy"]
+    assert all(robust["pgd-50"][e] > robust["search"][e] + 0.03 for e in ("0.1", "0.3"))  # PGD lost to a black box
+    assert checks["gradient-health"]["status"] == SUSPECT
+    assert checks["gradient-health"]["measured"]["zero_gradient_share"] == 1.0
+    assert checks["white-box-beats-black-box"]["status"] == SUSPECT
