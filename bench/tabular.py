@@ -35,7 +35,7 @@ from bastion._typing import Norm
 from bastion.attacks import PGD, CoordinateSearch
 from bastion.attacks.adaptive import Transfer
 from bastion.attacks.losses import margin
-from bastion.data.tabular.sources import load_tabular
+from bastion.data import load_tabular
 from bastion.defenses import AdaptiveEnsemble, Defense, MahalanobisDetector
 from bastion.evaluation.evaluate import eps_key
 from bastion.evaluation.tabular import evaluate_tabular, evaluate_tabular_detector

@@ -14,9 +14,9 @@ import numpy as np
 
 from bastion.models import checkpoint
 from bastion.config import EvalConfig
+from bastion.data import TabularData, load_tabular
 from bastion.data.tabular.domain import TabularDomain
 from bastion.data.tabular.export import write_records
-from bastion.data.tabular.sources import TabularData, load_tabular
 from bastion.errors import CheckpointError, ConfigError
 from bastion.evaluation.evaluate import ENSEMBLE, eps_key
 from bastion.evaluation.suites import build_suite
@@ -24,8 +24,6 @@ from bastion.evaluation.tabular import evaluate_tabular
 from bastion.io import atomic_write_text
 from bastion.artifacts.results import new_results, write_results
 from bastion.render.summary import to_markdown
-
-HEADER_FILES = {"nsl-kdd": False, "phishing": False, "malware": True, "unsw-nb15": True, "cic-ids2017": True}
 
 
 def model_domain(model_dir: Path) -> TabularDomain:
@@ -50,12 +48,6 @@ def load_eval_data(model_dir: Path, cfg: EvalConfig, description: dict[str, Any]
             "pass the test file with --data so the model's own preprocessing is used"
         )
     return TabularData(data.dataset, domain.preprocessor, data.tables, data.kind, data.options)
-
-
-def _header(data: TabularData) -> bool:
-    if data.kind == "csv":
-        return data.options.get("header", "yes").lower() in ("yes", "true", "1")
-    return HEADER_FILES[data.kind]
 
 
 def run_evaluate_tabular(path: Path, cfg: EvalConfig, out: Path, hooks: Any = None) -> dict[str, Any]:
@@ -160,6 +152,6 @@ def save_adversarial(
         target,
         records,
         original,
-        header=_header(data),
+        header=data.has_header,
         sidecar={"attack": which.tolist(), "eps": [eps_key(eps)] * len(malicious), "evaded": evaded.tolist()},
     )
