@@ -88,3 +88,10 @@ def test_tabular_options_are_checked_by_the_shared_parser(tmp_path: Path) -> Non
         load_tabular("digits")
     with pytest.raises(DataNotFoundError, match="does not exist"):
         load_tabular(f"phishing:{tmp_path / 'missing.csv'}")
+
+
+@pytest.mark.parametrize("name", DATASETS.names())
+def test_every_dataset_checks_its_options_with_the_shared_parser(name: str, tmp_path: Path) -> None:
+    """Contract: a registered dataset refuses an option it does not take, naming it and the dataset."""
+    with pytest.raises(ConfigError, match=f"unknown option 'colour' in {name} SPEC"):
+        load_dataset(f"{name}:{tmp_path}?colour=1")

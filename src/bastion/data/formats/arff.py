@@ -135,7 +135,8 @@ def _arff_attribute(rest: str, path: Path, number: int, previous: list[ArffAttri
     raise DataFormatError(f"{path}:{number}: attribute '{name}': unsupported type {spec[:30]!r}")
 
 
-def arff_rows(path: Path, encoding: str) -> tuple[str, list[ArffAttribute], RowStream]:
+def _arff_rows(path: Path, encoding: str) -> tuple[str, list[ArffAttribute], RowStream]:
+    """The header (relation, attributes) and the data rows; nominal value lists become allowed texts."""
     lines = decoded_lines(path, encoding)
     relation, attributes = _arff_header(path, lines)
     bad: list[tuple[int, str]] = []
@@ -182,7 +183,7 @@ def arff_rows(path: Path, encoding: str) -> tuple[str, list[ArffAttribute], RowS
 def read_arff(path: str | Path, *, encoding: str = "utf-8") -> ArffData:
     """Parse an ARFF file without a schema: header errors raise, data line errors become bad rows."""
     path = existing_file(path)
-    relation, attributes, events = arff_rows(path, encoding)
+    relation, attributes, events = _arff_rows(path, encoding)
     declared = [(i, a.name, frozenset(a.values)) for i, a in enumerate(attributes) if a.values is not None]
     kept = []
     undeclared: list[tuple[int, str]] = []
@@ -214,5 +215,5 @@ def read_arff_with_schema(
     a value outside its @attribute's nominal list, or '?', is a bad row."""
     check_choice("on_bad_rows", on_bad_rows, ("drop", "raise"))
     path = existing_file(path)
-    _, _, events = arff_rows(path, encoding)
+    _, _, events = _arff_rows(path, encoding)
     return collect(path, schema, events, header_like=True, on_bad_rows=on_bad_rows, label_normalizer=label_normalizer)

@@ -45,6 +45,11 @@ def csv_rows(
     encoding: str,
     rename_duplicates: bool,
 ) -> RowStream:
+    """The column names (from the header, or ``columns``) and the rows, each split into its fields.
+
+    Blank rows and repeats of the header are skipped; a line with the wrong field count or bytes that do
+    not decode is a bad row. The values are checked later, by :func:`~bastion.data.tabular.rows.collect`.
+    """
     lines = decoded_lines(path, encoding)
     bad: list[tuple[int, str]] = []
     skipped: list[tuple[int, str]] = []

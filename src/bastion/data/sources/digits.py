@@ -18,6 +18,7 @@ FRACTIONS = (0.6, 0.2, 0.2)
 @DATASETS.register("digits")
 def load_digits(source: DataSource, seed: int) -> Dataset:
     """The digits scaled to [0, 1], shape (1, 8, 8); stratified 60/20/20."""
+    source.typed_options({})
     if source.path is not None:
         raise ConfigError("the digits dataset is bundled with scikit-learn and takes no path")
     from sklearn.datasets import load_digits as sk_digits

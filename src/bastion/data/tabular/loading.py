@@ -76,6 +76,7 @@ class TabularSource:
         return {**COMMON_DEFAULTS, **source.typed_options({**COMMON_OPTIONS, **self.options})}
 
     def has_header(self, options: Mapping[str, Any]) -> bool:
+        """Whether files read with these (typed) options start with a header row."""
         return bool(options.get("header", self.header))
 
     def files(self, root: Path, options: Mapping[str, Any]) -> tuple[Path, Path | None]:
@@ -102,6 +103,7 @@ class TabularSource:
         return train, test if test.is_file() else None
 
     def read_file(self, path: Path, options: Mapping[str, Any]) -> TabularTable:
+        """One file's records; bad rows (dropped by default) are logged with their lines."""
         table = self.read(path, options)
         if table.bad_rows.count:
             log.warning("%s: %s", path, table.bad_rows.summary())
