@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bastion.models import checkpoint
 from bastion.data import Dataset
+from bastion.models import checkpoint
 from bastion.models.registry import Architecture, build_model, normalization_stats
 from bastion.threat import ThreatModel
 from bastion.training import MethodConfig, TrainSettings, build_method, fit

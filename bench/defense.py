@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from bastion import load_dataset
+from bastion.artifacts.results import environment
 from bastion.attacks import PGD
 from bastion.data import Dataset
 from bastion.defenses import (
@@ -41,7 +42,6 @@ from bastion.defenses import (
 from bastion.evaluation.defense import evaluate_defense
 from bastion.evaluation.evaluate import eps_key
 from bastion.io import atomic_write_json
-from bastion.artifacts.results import environment
 from bastion.threat import ThreatModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

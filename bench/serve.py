@@ -34,9 +34,9 @@ import numpy as np
 import torch
 
 from bastion.artifacts.bundle import export_bundle, load_bundle
+from bastion.artifacts.results import environment
 from bastion.data import load_dataset
 from bastion.io import atomic_write_json
-from bastion.artifacts.results import environment
 
 
 def free_port() -> int:

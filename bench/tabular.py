@@ -32,10 +32,11 @@ from typing import Any
 import torch
 
 from bastion._typing import Norm
+from bastion.artifacts.results import new_results, write_results
 from bastion.attacks import PGD, CoordinateSearch
 from bastion.attacks.adaptive import Transfer
 from bastion.attacks.losses import margin
-from bastion.data.tabular.sources import load_tabular
+from bastion.data import load_tabular
 from bastion.defenses import AdaptiveEnsemble, Defense, MahalanobisDetector
 from bastion.evaluation.evaluate import eps_key
 from bastion.evaluation.tabular import evaluate_tabular, evaluate_tabular_detector
@@ -43,7 +44,6 @@ from bastion.evaluation.transfer import SklearnClassifier, drift_accuracy, trans
 from bastion.goals import Reach
 from bastion.io import atomic_write_text
 from bastion.models.registry import Architecture, build_model, normalization_stats
-from bastion.artifacts.results import new_results, write_results
 from bastion.render.summary import to_markdown
 from bastion.threat import ThreatModel
 from bastion.training import Distillation, MethodConfig, TrainSettings, build_method, constant, fit

@@ -23,12 +23,12 @@ from typing import Any
 
 import torch
 
-from bastion.models import checkpoint
+from bastion.artifacts.results import new_results, write_results
 from bastion.data.sources import load_dataset
 from bastion.evaluation.evaluate import ENSEMBLE, eps_key, evaluate
 from bastion.evaluation.suites import build_suite
+from bastion.models import checkpoint
 from bastion.models.registry import Architecture, build_model, normalization_stats
-from bastion.artifacts.results import new_results, write_results
 from bastion.threat import ThreatModel
 from bastion.training import MethodConfig, Schedule, TrainSettings, build_method, fit
 from bastion.training.objectives import TRADES

@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "load_model": "bastion.models.checkpoint",
     "save_model": "bastion.models.checkpoint",
-    "load_dataset": "bastion.data.sources",
+    "load_dataset": "bastion.data.catalog",
     "Dataset": "bastion.data.spec",
     "DatasetSpec": "bastion.data.spec",
     "Split": "bastion.data.spec",
@@ -73,12 +73,12 @@ def __getattr__(name: str) -> Any:
 if TYPE_CHECKING:
     from bastion._typing import Norm
     from bastion.attacks import ATTACKS, FGSM, PGD
-    from bastion.models.checkpoint import load_model, save_model
-    from bastion.data.sources import load_dataset
+    from bastion.data.catalog import load_dataset
     from bastion.data.spec import Dataset, DatasetSpec, Split
     from bastion.defenses import BitDepth, DefendedClassifier, MahalanobisDetector, MedianFilter
     from bastion.domain import BoxDomain
     from bastion.evaluation.evaluate import evaluate, evaluate_defense
     from bastion.goals import Diverge, Misclassify, Reach
+    from bastion.models.checkpoint import load_model, save_model
     from bastion.threat import ThreatModel
     from bastion.training import fit, progressive

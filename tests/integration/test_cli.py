@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bastion.cli import app
 from bastion.artifacts.results import read_results
+from bastion.cli import app
 
 runner = CliRunner()
 

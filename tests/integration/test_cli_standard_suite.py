@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from bastion.artifacts.results import read_results
 from bastion.attacks import APGD, APGDT, DeepFool, Square, cross_entropy
 from bastion.attacks.worst_case import AttackSequence
 from bastion.cli import app
 from bastion.evaluation.suites import SUITES
-from bastion.artifacts.results import read_results
 
 runner = CliRunner()
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from bastion.cli import app
 from bastion.artifacts.results import read_results
+from bastion.cli import app
 
 REPO = Path(__file__).resolve().parents[2]
 HEADER = "Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId"

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from bastion.models import checkpoint
 from bastion.data import Dataset
 from bastion.errors import CheckpointError
+from bastion.models import checkpoint
 from bastion.models.registry import Architecture, build_model
 
 

@@ -17,8 +17,9 @@ from PIL import Image
 
 from bastion.data import DATASETS, Dataset, load_dataset
 from bastion.data.formats import load_gtsrb
-from bastion.data.images import grouped_split, split_options
+from bastion.data.source import DataSource, yes_no
 from bastion.data.spec import DatasetSpec
+from bastion.data.splits import grouped_split
 from bastion.errors import ConfigError, DataFormatError, DataNotFoundError
 
 HEADER = "Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId"
@@ -370,12 +371,13 @@ def test_npz_bad_content(tmp_path: Path) -> None:
 
 
 def test_spec_options_parsing() -> None:
-    path, options = split_options("x", "/a:b/c?size=3&flip=yes", {"size": int, "flip": lambda v: v == "yes"})
-    assert path == Path("/a:b/c") and options == {"size": 3, "flip": True}
+    source = DataSource.parse("x:/a:b/c?size=3&flip=yes")
+    assert source.location() == Path("/a:b/c")
+    assert source.typed_options({"size": int, "flip": yes_no}) == {"size": 3, "flip": True}
     with pytest.raises(ConfigError, match="needs a value"):
-        split_options("x", "/a?size", {"size": int})
+        DataSource.parse("x:/a?size")
     with pytest.raises(ConfigError, match="needs a path"):
-        split_options("gtsrb", None, {})
+        DataSource.parse("gtsrb").location()
     with pytest.raises(ConfigError, match="needs a path"):
         load_dataset("gtsrb", seed=0)
 

@@ -19,10 +19,10 @@ from bastion._typing import Norm
 from bastion.app.config import EvalConfig
 from bastion.artifacts.results import new_results, write_results
 from bastion.attacks import Attack
+from bastion.data import TabularData, load_tabular
 from bastion.data.spec import Split
 from bastion.data.tabular.domain import TabularDomain
 from bastion.data.tabular.export import write_records
-from bastion.data.tabular.sources import TabularData, load_tabular
 from bastion.errors import CheckpointError, ConfigError
 from bastion.evaluation.checks import CheckSettings, run_checks
 from bastion.evaluation.record import ENSEMBLE, Evaluation, eps_key
@@ -33,8 +33,6 @@ from bastion.io import atomic_write_text
 from bastion.models import checkpoint
 from bastion.render.summary import to_markdown
 from bastion.threat import ThreatModel
-
-HEADER_FILES = {"nsl-kdd": False, "phishing": False, "malware": True, "unsw-nb15": True, "cic-ids2017": True}
 
 
 def model_domain(model_dir: Path) -> TabularDomain:
@@ -59,12 +57,6 @@ def load_eval_data(model_dir: Path, cfg: EvalConfig, description: dict[str, Any]
             "pass the test file with --data so the model's own preprocessing is used"
         )
     return TabularData(data.dataset, domain.preprocessor, data.tables, data.kind, data.options)
-
-
-def _header(data: TabularData) -> bool:
-    if data.kind == "csv":
-        return data.options.get("header", "yes").lower() in ("yes", "true", "1")
-    return HEADER_FILES[data.kind]
 
 
 def run_evaluate_tabular(
@@ -194,6 +186,6 @@ def save_adversarial(
         target,
         records,
         original,
-        header=_header(data),
+        header=data.has_header,
         sidecar={"attack": which.tolist(), "eps": [eps_key(eps)] * len(malicious), "evaded": evaded.tolist()},
     )

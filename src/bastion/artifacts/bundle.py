@@ -29,13 +29,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from bastion.models import checkpoint
+from bastion.artifacts.results import environment, read_results
 from bastion.data.spec import DatasetSpec
 from bastion.defenses.pipeline import Defense
 from bastion.defenses.store import load_defense
 from bastion.errors import CheckpointError
 from bastion.io import atomic_write_json, atomic_write_text
-from bastion.artifacts.results import environment, read_results
+from bastion.models import checkpoint
 
 FORMAT = "bastion.bundle"  # the manifest format name (stable; not the module path)
 VERSION = 1

@@ -10,6 +10,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from bastion.data.tabular.domain import TabularDomain
 from bastion.domain import BoxDomain, InputDomain
 from bastion.errors import InputValidationError
 
@@ -101,8 +102,6 @@ class DatasetSpec:
 def domain_from_dict(d: dict[str, Any]) -> InputDomain:
     """Rebuild a saved domain: ``box`` or ``tabular`` (a TabularDomain with its fitted preprocessing)."""
     if isinstance(d, dict) and d.get("kind") == "tabular":
-        from bastion.data.tabular.domain import TabularDomain
-
         return TabularDomain.from_dict(d)
     return BoxDomain.from_dict(d)
 

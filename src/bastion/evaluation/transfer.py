@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bastion.data.tabular.readers import NSL_KDD_FAMILIES, TabularTable, attack_drift
+from bastion.data.sources.nsl_kdd import NSL_KDD_FAMILIES, attack_drift
+from bastion.data.tabular.table import TabularTable
 
 Predictor = Callable[[Tensor], Tensor]
 

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from bastion.data.formats._image import decode_image_bytes, resize, to_rgb
+from bastion.data.formats.image import decode_image_bytes, resize, to_rgb
 from bastion.data.spec import DatasetSpec
 from bastion.data.tabular.preprocess import raw_violations
 from bastion.data.tabular.schema import FeatureKind

@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from bastion.artifacts.results import new_results, validate_results
 from bastion.attacks import FGSM
 from bastion.data import Dataset
 from bastion.defenses import BitDepth, Defense, GaussianNoise, MahalanobisDetector
 from bastion.evaluation.defense import adaptive_attacks, evaluate_defense
 from bastion.evaluation.evaluate import evaluate_defense as reexported
-from bastion.artifacts.results import new_results, validate_results
 from bastion.render.summary import to_markdown
 from bastion.threat import ThreatModel
 

@@ -29,8 +29,8 @@ def test_export_chooses_the_defended_model_and_records_what_a_deployer_needs(ima
 
 
 def test_loaded_bundle_reproduces_the_run_defense(image_bundle, image_run: Path, digits: Dataset) -> None:
-    from bastion.models.checkpoint import load_model
     from bastion.defenses.store import load_defense
+    from bastion.models.checkpoint import load_model
 
     model = load_model(image_run / "models" / "progressive-trades")
     original = load_defense(image_run / "defenses" / "progressive-trades", model).decide(digits.test.x[:32])

@@ -10,8 +10,8 @@ import torch
 pytest.importorskip("onnxruntime")
 
 from bastion.artifacts.bundle import export_bundle, load_bundle
-from bastion.errors import CheckpointError
 from bastion.artifacts.onnx import export_verified, max_abs_diff
+from bastion.errors import CheckpointError
 
 
 def test_bundle_onnx_graphs_match_pytorch(image_run: Path, tmp_path: Path, digits) -> None:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from bastion.data.tabular import (
-    FeatureKind,
-    cic_ids2017_schema,
-    nsl_kdd_schema,
-    phishing_schema,
-    unsw_nb15_schema,
-)
+from bastion.data.sources.cic_ids2017 import cic_ids2017_schema
+from bastion.data.sources.nsl_kdd import nsl_kdd_schema
+from bastion.data.sources.phishing import phishing_schema
+from bastion.data.sources.unsw_nb15 import unsw_nb15_schema
+from bastion.data.tabular import FeatureKind
 
 
 def kdd_fields(**overrides: str) -> list[str]:

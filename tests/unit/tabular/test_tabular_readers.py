@@ -20,18 +20,12 @@ from tabular_fixtures import (
     unsw_line,
 )
 
-from bastion.data.tabular import (
-    NSL_KDD_FAMILIES,
-    nsl_kdd_schema,
-    read_arff,
-    read_cic_ids2017,
-    read_clamp,
-    read_nsl_kdd,
-    read_phishing,
-    read_phishing_arff,
-    read_phishing_csv,
-    read_unsw_nb15,
-)
+from bastion.data.formats.arff import read_arff
+from bastion.data.sources.cic_ids2017 import read_cic_ids2017
+from bastion.data.sources.malware import read_clamp
+from bastion.data.sources.nsl_kdd import NSL_KDD_FAMILIES, nsl_kdd_schema, read_nsl_kdd
+from bastion.data.sources.phishing import read_phishing, read_phishing_arff, read_phishing_csv
+from bastion.data.sources.unsw_nb15 import read_unsw_nb15
 from bastion.errors import ConfigError, DataFormatError, DataNotFoundError
 
 Write = Callable[..., Path]

@@ -11,16 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bastion.data.tabular import (
-    NSL_KDD_FAMILIES,
-    TabularPreprocessor,
-    TabularTable,
-    attack_drift,
-    read_clamp,
-    read_nsl_kdd,
-    read_phishing,
-    validate_raw,
-)
+from bastion.data.sources.malware import read_clamp
+from bastion.data.sources.nsl_kdd import NSL_KDD_FAMILIES, attack_drift, read_nsl_kdd
+from bastion.data.sources.phishing import read_phishing
+from bastion.data.tabular import TabularPreprocessor, TabularTable, validate_raw
 
 pytestmark = pytest.mark.data
 

@@ -11,18 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bastion.data.tabular import (
-    Feature,
-    FeatureKind,
-    LinearRelation,
-    TabularSchema,
-    cic_ids2017_schema,
-    clamp_schema,
-    nsl_kdd_schema,
-    phishing_schema,
-    read_csv_with_schema,
-    unsw_nb15_schema,
-)
+from bastion.data.formats.csv import read_csv_with_schema
+from bastion.data.sources.cic_ids2017 import cic_ids2017_schema
+from bastion.data.sources.malware import clamp_schema
+from bastion.data.sources.nsl_kdd import nsl_kdd_schema
+from bastion.data.sources.phishing import phishing_schema
+from bastion.data.sources.unsw_nb15 import unsw_nb15_schema
+from bastion.data.tabular import Feature, FeatureKind, LinearRelation, TabularSchema
 from bastion.errors import ConfigError, DataNotFoundError
 
 Write = Callable[..., Path]

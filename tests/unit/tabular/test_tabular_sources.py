@@ -15,10 +15,12 @@ from tabular_fixtures import CLAMP_HEADER, clamp_line, kdd_line, phishing_arff, 
 
 from bastion.app.config import EvalConfig, TrainConfig
 from bastion.app.runs import run_evaluate, run_train
-from bastion.data import load_dataset
-from bastion.data.tabular import read_clamp, read_nsl_kdd, read_phishing, validate_raw
+from bastion.data import DataSource, load_dataset, load_tabular
+from bastion.data.sources.malware import read_clamp
+from bastion.data.sources.nsl_kdd import read_nsl_kdd
+from bastion.data.sources.phishing import read_phishing
+from bastion.data.tabular import validate_raw
 from bastion.data.tabular.domain import TabularDomain
-from bastion.data.tabular.sources import load_tabular, split_options
 from bastion.errors import ConfigError, DataFormatError, DataNotFoundError
 
 Write = Callable[..., Path]
@@ -45,10 +47,11 @@ def kdd_rows(n: int, seed: int) -> list[str]:
 
 
 def test_split_options() -> None:
-    assert split_options("/a/b.csv?schema=s.yaml&header=no") == ("/a/b.csv", {"schema": "s.yaml", "header": "no"})
-    assert split_options("/a/b.csv") == ("/a/b.csv", {})
+    source = DataSource.parse("csv:/a/b.csv?schema=s.yaml&header=no")
+    assert (source.path, source.options) == ("/a/b.csv", {"schema": "s.yaml", "header": "no"})
+    assert (DataSource.parse("csv:/a/b.csv").path, DataSource.parse("csv:/a/b.csv").options) == ("/a/b.csv", {})
     with pytest.raises(ConfigError, match="key=value"):
-        split_options("/a?schema")
+        DataSource.parse("csv:/a?schema")
 
 
 def test_nsl_kdd_file_and_folder_specs(write: Write, tmp_path: Path) -> None:

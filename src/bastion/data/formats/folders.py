@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from bastion.data.formats._image import decode_image, resize, to_rgb
+from bastion.data.formats.image import decode_image, resize, to_rgb
 from bastion.errors import ConfigError, DataFormatError, DataNotFoundError
 
 __all__ = ["IMAGE_SUFFIXES", "ImageFolderData", "NpzData", "load_image_folder", "load_npz"]

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from bastion.data.formats._image import decode_image, resize, to_rgb
+from bastion.data.formats.image import decode_image, resize, to_rgb
 from bastion.errors import ConfigError, DataFormatError, DataNotFoundError
 
 __all__ = ["GTSRB_CLASS_NAMES", "GTSRBData", "default_cache_dir", "load_gtsrb"]

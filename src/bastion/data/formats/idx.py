@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from bastion.data.formats.files import read_bytes
 from bastion.errors import ConfigError, DataFormatError, DataNotFoundError
 
 __all__ = ["MNIST_SPLITS", "load_mnist_split", "read_idx"]
@@ -37,12 +38,7 @@ _N_DIGITS = 10
 
 
 def _read_maybe_gzipped(path: Path) -> bytes:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise DataNotFoundError(f"{path}: IDX file does not exist") from exc
-    except IsADirectoryError as exc:
-        raise DataNotFoundError(f"{path}: expected an IDX file, found a directory") from exc
+    raw = read_bytes(path, "an IDX file")
     if raw[:2] != _GZIP_MAGIC:
         return raw
     try:

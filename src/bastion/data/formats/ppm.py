@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bastion.errors import DataFormatError, DataNotFoundError
+from bastion.data.formats.files import read_bytes
+from bastion.errors import DataFormatError
 
 __all__ = ["read_ppm"]
 
@@ -83,12 +84,7 @@ def _source_bytes(source: str | os.PathLike[str] | bytes | bytearray, name: str 
     if isinstance(source, bytes | bytearray):
         return bytes(source), name or "<bytes>"
     path = Path(source)
-    try:
-        return path.read_bytes(), name or str(path)
-    except FileNotFoundError as exc:
-        raise DataNotFoundError(f"{path}: PPM file does not exist") from exc
-    except IsADirectoryError as exc:
-        raise DataNotFoundError(f"{path}: expected a PPM file, found a directory") from exc
+    return read_bytes(path, "a PPM file"), name or str(path)
 
 
 def _to_uint8(samples: NDArray[np.unsignedinteger[Any]], maxval: int, name: str) -> NDArray[np.uint8]:

@@ -1,65 +1,25 @@
-"""Tabular security datasets: schemas, line-checked readers and invertible preprocessing (numpy/pandas)."""
+"""Tabular security data: schemas, schema-checked records and invertible preprocessing (numpy/pandas).
+
+The readers of each dataset live with its SPEC in :mod:`bastion.data.sources` (``nsl_kdd``,
+``phishing``, ``malware``, ``unsw_nb15``, ``cic_ids2017``, ``csv``); the CSV and ARFF engines in
+:mod:`bastion.data.formats`.
+"""
 
 from bastion.data.tabular.preprocess import TabularPreprocessor, raw_violations, validate_raw
-from bastion.data.tabular.readers import (
-    CIC_IDS2017_LABELS,
-    NSL_KDD_FAMILIES,
-    UNSW_NB15_CATEGORIES,
-    ArffAttribute,
-    ArffData,
-    AttackDrift,
-    BadRows,
-    TabularTable,
-    attack_drift,
-    cic_ids2017_schema,
-    clamp_schema,
-    nsl_kdd_schema,
-    phishing_schema,
-    read_arff,
-    read_arff_with_schema,
-    read_cic_ids2017,
-    read_clamp,
-    read_csv_with_schema,
-    read_nsl_kdd,
-    read_phishing,
-    read_phishing_arff,
-    read_phishing_csv,
-    read_unsw_nb15,
-    unsw_nb15_schema,
-)
 from bastion.data.tabular.schema import OTHER, Feature, FeatureKind, LinearRelation, TabularSchema
+from bastion.data.tabular.table import BadRows, OnBadRows, TabularTable, UnknownAttack
 
 __all__ = [
-    "CIC_IDS2017_LABELS",
-    "NSL_KDD_FAMILIES",
     "OTHER",
-    "UNSW_NB15_CATEGORIES",
-    "ArffAttribute",
-    "ArffData",
-    "AttackDrift",
     "BadRows",
     "Feature",
     "FeatureKind",
     "LinearRelation",
+    "OnBadRows",
     "TabularPreprocessor",
     "TabularSchema",
     "TabularTable",
-    "attack_drift",
-    "cic_ids2017_schema",
-    "clamp_schema",
-    "nsl_kdd_schema",
-    "phishing_schema",
+    "UnknownAttack",
     "raw_violations",
-    "read_arff",
-    "read_arff_with_schema",
-    "read_cic_ids2017",
-    "read_clamp",
-    "read_csv_with_schema",
-    "read_nsl_kdd",
-    "read_phishing",
-    "read_phishing_arff",
-    "read_phishing_csv",
-    "read_unsw_nb15",
-    "unsw_nb15_schema",
     "validate_raw",
 ]

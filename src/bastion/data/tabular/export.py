@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bastion.data.tabular.readers import TabularTable
+from bastion.data.tabular.table import TabularTable
 from bastion.errors import DataFormatError
 from bastion.io import atomic_write_text
 

@@ -27,8 +27,8 @@ from typing import Any, Literal, Self, TypeAlias
 import numpy as np
 import pandas as pd
 
-from bastion.data.tabular.readers import TabularTable
 from bastion.data.tabular.schema import OTHER, Feature, FeatureKind, TabularSchema
+from bastion.data.tabular.table import TabularTable
 from bastion.errors import ConfigError, DataFormatError, InputValidationError, NotFittedError
 
 __all__ = ["TabularPreprocessor", "raw_violations", "validate_raw"]

@@ -14,8 +14,9 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
 
+from bastion.data.formats.files import read_bytes
 from bastion.data.formats.ppm import read_ppm
-from bastion.errors import DataFormatError, DataNotFoundError
+from bastion.errors import DataFormatError
 
 _NETPBM_TYPES = (b"P2", b"P3", b"P5", b"P6")
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
@@ -58,13 +59,7 @@ def decode_image(path: Path) -> NDArray[np.uint8]:
         DataNotFoundError: the file does not exist.
         DataFormatError: the content is not a readable grey/RGB image (or has real transparency).
     """
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise DataNotFoundError(f"{path}: image file does not exist") from exc
-    except IsADirectoryError as exc:
-        raise DataNotFoundError(f"{path}: expected an image file, found a directory") from exc
-    return decode_image_bytes(data, str(path))
+    return decode_image_bytes(read_bytes(path, "an image file"), str(path))
 
 
 def decode_image_bytes(data: bytes, name: str, *, max_pixels: int | None = None) -> NDArray[np.uint8]:
