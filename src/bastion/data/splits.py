@@ -53,13 +53,25 @@ def index_digest(*parts: np.ndarray) -> str:
     return h.hexdigest()[:16]
 
 
-def take(x: torch.Tensor, y: NDArray[Any], idx: NDArray[np.int64]) -> Split:
-    """The examples at ``idx`` as a Split (float inputs, int64 labels)."""
-    return Split(x[torch.from_numpy(idx)].float().contiguous(), torch.from_numpy(y[idx]).long())
+#: Inputs of one pool: a tensor, or a numpy array (indexed in numpy, see :func:`take`).
+Inputs = torch.Tensor | NDArray[Any]
+
+
+def take(x: Inputs, y: NDArray[Any], idx: NDArray[np.int64]) -> Split:
+    """The examples at ``idx`` as a Split (float inputs, int64 labels).
+
+    A numpy array is indexed in numpy and wrapped as it is, keeping its strides: a channel axis added
+    with ``[:, None]`` keeps stride 1, which picks another convolution kernel than a contiguous copy and
+    so changes the last bits of every result. Same data, same strides, same numbers for the same seed.
+    """
+    labels = torch.from_numpy(y[idx]).long()
+    if isinstance(x, np.ndarray):
+        return Split(torch.from_numpy(x[idx]).float(), labels)
+    return Split(x[torch.from_numpy(idx)].float().contiguous(), labels)
 
 
 def pool_dataset(
-    spec: DatasetSpec, x: torch.Tensor, y: NDArray[Any], seed: int, fractions: tuple[float, float, float]
+    spec: DatasetSpec, x: Inputs, y: NDArray[Any], seed: int, fractions: tuple[float, float, float]
 ) -> Dataset:
     """Stratified random split of one pool of examples into a Dataset."""
     train, val, test = stratified_split(y, fractions, seed)
@@ -69,8 +81,8 @@ def pool_dataset(
 
 def official_test_dataset(
     spec: DatasetSpec,
-    train: tuple[torch.Tensor, NDArray[Any]],
-    test: tuple[torch.Tensor, NDArray[Any]],
+    train: tuple[Inputs, NDArray[Any]],
+    test: tuple[Inputs, NDArray[Any]],
     seed: int,
     method: str,
 ) -> Dataset:

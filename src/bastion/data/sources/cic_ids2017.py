@@ -10,10 +10,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from bastion.data.catalog import DATASETS
 from bastion.data.formats.csv import read_csv_with_schema
 from bastion.data.sources._fields import WORD, words
-from bastion.data.tabular.loading import TabularSource
+from bastion.data.tabular.loading import TabularSource, register_tabular
 from bastion.data.tabular.rows import check_choice
 from bastion.data.tabular.schema import Feature, FeatureKind, TabularSchema
 from bastion.data.tabular.table import OnBadRows, TabularTable, UnknownAttack
@@ -145,7 +144,7 @@ def read_cic_ids2017(
     )
 
 
-DATASETS.register("cic-ids2017")(
+CIC_IDS2017 = register_tabular(
     TabularSource(
         name="cic-ids2017",
         read=lambda path, options: read_cic_ids2017(path, on_bad_rows=options["on_bad_rows"]),

@@ -10,10 +10,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bastion.data.catalog import DATASETS
 from bastion.data.formats.csv import read_csv_with_schema
 from bastion.data.source import verbatim, yes_no
-from bastion.data.tabular.loading import TabularSource
+from bastion.data.tabular.loading import TabularSource, register_tabular
 from bastion.data.tabular.schema import TabularSchema
 from bastion.data.tabular.table import TabularTable
 from bastion.errors import ConfigError
@@ -33,7 +32,7 @@ def read_schema_csv(path: Path, options: Mapping[str, Any]) -> TabularTable:
     )
 
 
-DATASETS.register("csv")(
+CSV = register_tabular(
     TabularSource(
         name="csv",
         read=read_schema_csv,

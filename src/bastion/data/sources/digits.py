@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from bastion.data.catalog import DATASETS
 from bastion.data.images import image_spec
@@ -27,4 +26,4 @@ def load_digits(source: DataSource, seed: int) -> Dataset:
     x = (bunch.images / 16.0).astype(np.float32)[:, None, :, :]
     y = bunch.target.astype(np.int64)
     spec = image_spec("digits", source.text, tuple(str(c) for c in range(10)), (1, 8, 8))
-    return pool_dataset(spec, torch.from_numpy(x), y, seed, FRACTIONS)
+    return pool_dataset(spec, x, y, seed, FRACTIONS)

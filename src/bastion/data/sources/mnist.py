@@ -7,7 +7,6 @@ other class names.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from bastion.data.catalog import DATASETS
 from bastion.data.formats.idx import load_mnist_split
@@ -37,8 +36,8 @@ def load_idx_dataset(source: DataSource, seed: int, classes: tuple[str, ...]) ->
     return official_test_dataset(spec, (_scaled(train_x), train_y), (_scaled(test_x), test_y), seed, method)
 
 
-def _scaled(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy((images.astype(np.float32) / 255.0)[:, None, :, :])
+def _scaled(images: np.ndarray) -> np.ndarray:
+    return (images.astype(np.float32) / 255.0)[:, None, :, :]
 
 
 @DATASETS.register("mnist")

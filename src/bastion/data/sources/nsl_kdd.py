@@ -15,11 +15,10 @@ from typing import Literal
 
 import numpy as np
 
-from bastion.data.catalog import DATASETS
 from bastion.data.formats.csv import read_csv_with_schema
 from bastion.data.source import one_of, verbatim
 from bastion.data.sources._fields import words
-from bastion.data.tabular.loading import TabularSource
+from bastion.data.tabular.loading import TabularSource, register_tabular
 from bastion.data.tabular.rows import check_choice
 from bastion.data.tabular.schema import Feature, FeatureKind, LinearRelation, TabularSchema
 from bastion.data.tabular.table import OnBadRows, TabularTable, UnknownAttack
@@ -203,7 +202,7 @@ def attack_drift(
     )
 
 
-DATASETS.register("nsl-kdd")(
+NSL_KDD = register_tabular(
     TabularSource(
         name="nsl-kdd",
         read=lambda path, options: read_nsl_kdd(

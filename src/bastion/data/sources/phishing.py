@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bastion.data.catalog import DATASETS
 from bastion.data.formats.arff import read_arff_with_schema
 from bastion.data.formats.csv import read_csv_with_schema
-from bastion.data.tabular.loading import TabularSource
+from bastion.data.tabular.loading import TabularSource, register_tabular
 from bastion.data.tabular.schema import Feature, FeatureKind, TabularSchema
 from bastion.data.tabular.table import OnBadRows, TabularTable
 
@@ -99,7 +98,7 @@ def read_phishing(path: str | Path, *, on_bad_rows: OnBadRows = "drop") -> Tabul
     return read_phishing_csv(path, on_bad_rows=on_bad_rows)
 
 
-DATASETS.register("phishing")(
+PHISHING = register_tabular(
     TabularSource(
         name="phishing",
         read=lambda path, options: read_phishing(path, on_bad_rows=options["on_bad_rows"]),

@@ -11,11 +11,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from bastion.data.catalog import DATASETS
 from bastion.data.formats.csv import csv_rows
 from bastion.data.source import one_of
 from bastion.data.sources._fields import DWORD, WORD
-from bastion.data.tabular.loading import TabularSource
+from bastion.data.tabular.loading import TabularSource, register_tabular
 from bastion.data.tabular.rows import check_choice, collect, existing_file
 from bastion.data.tabular.schema import Feature, FeatureKind, TabularSchema
 from bastion.data.tabular.table import OnBadRows, TabularTable
@@ -159,7 +158,7 @@ def read_unsw_nb15(
     )
 
 
-DATASETS.register("unsw-nb15")(
+UNSW_NB15 = register_tabular(
     TabularSource(
         name="unsw-nb15",
         read=lambda path, options: read_unsw_nb15(

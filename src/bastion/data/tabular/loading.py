@@ -180,6 +180,12 @@ class TabularData:
         return tabular_source(self.kind).has_header(self.options)
 
 
+def register_tabular(entry: TabularSource) -> TabularSource:
+    """Register ``entry`` in ``DATASETS`` under its own name (a tabular dataset module's last statement)."""
+    DATASETS.register(entry.name)(entry)
+    return entry
+
+
 def tabular_source(name: str) -> TabularSource:
     """The registered tabular dataset ``name``; any other name is a ConfigError listing the tabular ones."""
     entry = DATASETS.get(name)
