@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from bastion.app.config import TrainConfig
-from bastion.app.runs import method_config, train_model
+from bastion.app.train import method_config, train_model
 from bastion.artifacts.results import new_results, write_results
 from bastion.data import load_dataset
 from bastion.defenses.config import DefenseConfig

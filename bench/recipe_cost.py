@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from bastion.app.config import TrainConfig
-from bastion.app.runs import method_config
+from bastion.app.train import method_config
 from bastion.models.registry import Architecture, build_model
 from bastion.training.methods import build_method
 

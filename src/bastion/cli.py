@@ -42,7 +42,7 @@ VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log progress 
 @contextmanager
 def _progress() -> Iterator[Any]:
     """A rich progress display; hooks for the library's callbacks."""
-    from bastion.app.runs import Hooks
+    from bastion.app.runtime import Hooks
 
     progress = Progress(
         TextColumn("{task.description}"),
@@ -190,7 +190,7 @@ def train(
     Multi-process: ``torchrun --nproc_per_node=N -m bastion train ...`` (gloo on CPU, NCCL on CUDA).
     """
     from bastion.app.config import TrainConfig
-    from bastion.app.runs import run_train
+    from bastion.app.train import run_train
 
     def job(hooks: Any) -> dict[str, Any]:
         cfg = TrainConfig.from_yaml(
@@ -226,7 +226,7 @@ def evaluate(
 ) -> None:
     """Evaluate saved models (and their saved runtime defenses) under an attack suite."""
     from bastion.app.config import EvalConfig
-    from bastion.app.runs import run_evaluate
+    from bastion.app.evaluate import run_evaluate
 
     def job(hooks: Any) -> dict[str, Any]:
         cfg = EvalConfig.from_yaml(
@@ -256,7 +256,7 @@ def demo(
 ) -> None:
     """The dual-phase defense end to end on digits: train, defend, attack, report."""
     from bastion.app.config import DemoConfig
-    from bastion.app.runs import run_demo
+    from bastion.app.demo import run_demo
 
     def job(hooks: Any) -> dict[str, Any]:
         cfg = DemoConfig.from_yaml(config, seed=seed, device=device)

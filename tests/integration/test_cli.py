@@ -130,12 +130,12 @@ def test_negative_eps_is_clear(tmp_path: Path) -> None:
 
 
 def test_crashed_run_leaves_no_results_file(tmp_path: Path, monkeypatch) -> None:
-    import bastion.app.runs
+    import bastion.app.runtime
 
     def crash(*args, **kwargs):
         raise RuntimeError("simulated crash during evaluation")
 
-    monkeypatch.setattr(bastion.app.runs, "evaluate", crash)
+    monkeypatch.setattr(bastion.app.runtime, "evaluate", crash)
     out = tmp_path / "r"
     with pytest.raises(RuntimeError, match="simulated crash"):
         invoke("demo", "--quick", "--out", str(out))

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from bastion.app.config import EvalConfig, TrainConfig
-from bastion.app.runs import run_evaluate, run_train
+from bastion.app.evaluate import run_evaluate
+from bastion.app.train import run_train
 from bastion.artifacts.results import write_results
 from bastion.data import load_dataset
 from bastion.defenses.config import DefenseConfig

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bastion.app.config import TrainConfig
-from bastion.app.runs import resolve_device, train_model
+from bastion.app.runtime import resolve_device
+from bastion.app.train import train_model
 from bastion.data import Dataset, DatasetSpec
 from bastion.data.augment import RandomCropFlip, build_augment
 from bastion.domain import BoxDomain

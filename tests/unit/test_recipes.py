@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bastion.app.config import EvalConfig, TrainConfig
-from bastion.app.runs import method_config
+from bastion.app.train import method_config
 from bastion.data import DATASETS, DatasetSpec, parse_spec
 from bastion.data.augment import build_augment
 from bastion.domain import BoxDomain

@@ -149,7 +149,9 @@ def run_job(cfg: ExperimentConfig, job: Job, threads: int | None = None) -> Path
     """Train and evaluate one run, or finish a killed one; a finished run (``DONE``) is left alone."""
     import torch
 
-    from bastion.app.runs import Hooks, run_evaluate, run_train
+    from bastion.app.evaluate import run_evaluate
+    from bastion.app.runtime import Hooks
+    from bastion.app.train import run_train
     from bastion.models import checkpoint
 
     if (job.run_dir / DONE).is_file():

@@ -115,6 +115,13 @@ class TrainingRecord:
     world_size: int = 1
     resumed_at_epoch: int | None = None
 
+    def add_teacher(self, teacher: TrainingRecord) -> None:
+        """A distilled student's cost includes its teacher's: the passes add up, the teacher is an event."""
+        self.forward_passes += teacher.forward_passes
+        self.gradient_evaluations += teacher.gradient_evaluations
+        self.wall_time_s += teacher.wall_time_s
+        self.events.append({"kind": "teacher", **teacher.to_dict()})
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "method": self.method,

@@ -14,7 +14,8 @@ from synthetic import records as synthetic_records
 from tabular_fixtures import CLAMP_HEADER, clamp_line, kdd_line, phishing_arff, phishing_fields
 
 from bastion.app.config import EvalConfig, TrainConfig
-from bastion.app.runs import run_evaluate, run_train
+from bastion.app.evaluate import run_evaluate
+from bastion.app.train import run_train
 from bastion.data import DataSource, load_dataset, load_tabular
 from bastion.data.sources.malware import read_clamp
 from bastion.data.sources.nsl_kdd import read_nsl_kdd

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from bastion.app.config import TrainConfig
-from bastion.app.runs import run_train
+from bastion.app.train import run_train
 from bastion.artifacts.results import read_results
 
 SRC = Path(__file__).resolve().parents[3] / "src"

@@ -219,7 +219,7 @@ def test_resuming_another_run_is_refused(digits: Dataset, tmp_path: Path) -> Non
 
 
 def test_warm_start_loads_a_saved_model_and_refuses_another_architecture(digits: Dataset, tmp_path: Path) -> None:
-    from bastion.app.runs import _warm_start
+    from bastion.app.train import warm_start
     from bastion.models.checkpoint import save_model
 
     arch = Architecture(
@@ -227,13 +227,13 @@ def test_warm_start_loads_a_saved_model_and_refuses_another_architecture(digits:
     )
     saved = save_model(build_model(arch, seed=11), arch, digits.spec, tmp_path / "m")
     model = tiny(0)
-    _warm_start(model, str(saved), arch)
+    warm_start(model, str(saved), arch)
     assert torch.equal(weights(model), weights(build_model(arch, seed=11)))
     other = Architecture(
         name="mlp", input_shape=(1, 8, 8), num_classes=10, mean=(0.3,), std=(0.4,), options={"hidden": [16]}
     )
     with pytest.raises(ConfigError, match="do not fit"):
-        _warm_start(build_model(other, seed=0), str(saved), other)
+        warm_start(build_model(other, seed=0), str(saved), other)
 
 
 @settings(max_examples=60, deadline=None)

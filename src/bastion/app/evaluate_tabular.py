@@ -17,7 +17,8 @@ from torch import nn
 
 from bastion._typing import Norm
 from bastion.app.config import EvalConfig
-from bastion.artifacts.results import new_results, write_results
+from bastion.app.runtime import Hooks, threat_record, write_outputs
+from bastion.artifacts.results import new_results
 from bastion.attacks import Attack
 from bastion.data import TabularData, load_tabular
 from bastion.data.spec import Split
@@ -29,9 +30,7 @@ from bastion.evaluation.record import ENSEMBLE, Evaluation, eps_key
 from bastion.evaluation.runner import model_device
 from bastion.evaluation.suites import build_suite
 from bastion.evaluation.tabular import TabularAttackOutcome, evaluate_tabular, malicious_rows
-from bastion.io import atomic_write_text
 from bastion.models import checkpoint
-from bastion.render.summary import to_markdown
 from bastion.threat import ThreatModel
 
 
@@ -60,12 +59,13 @@ def load_eval_data(model_dir: Path, cfg: EvalConfig, description: dict[str, Any]
 
 
 def run_evaluate_tabular(
-    path: Path, cfg: EvalConfig, out: Path, hooks: Any = None, *, device: torch.device | None = None
+    path: Path, cfg: EvalConfig, out: Path, hooks: Hooks | None = None, *, device: torch.device | None = None
 ) -> dict[str, Any]:
     """Every tabular model under ``path`` on the test rows, on ``device`` (default CPU), with the sanity
     checks; writes results.json, summary.md and, with ``cfg.save_adversarial``, the adversarial records of
     the first model (strongest budget)."""
     device = device or torch.device("cpu")
+    hooks = hooks or Hooks()
     models = checkpoint.model_dirs(path)
     first = next(iter(models.values()))
     description = checkpoint.read_description(first)
@@ -85,13 +85,7 @@ def run_evaluate_tabular(
         seed=cfg.seed,
         split=data.dataset.describe(),
         config=cfg.resolved(),
-        threat={
-            "norm": cfg.norm,
-            "eps": [eps_key(e) for e in cfg.eps],
-            "suite": cfg.suite,
-            "attacks": {k: repr(v) for k, v in suite.items()},
-            "domain": repr(spec.domain),
-        },
+        threat=threat_record(cfg.norm, cfg.eps, cfg.suite, suite, domain=repr(spec.domain)),
         source=str(path),
         bad_rows={"count": table.bad_rows.count, "rows": [list(r) for r in table.bad_rows.rows[:100]]},
     )
@@ -101,9 +95,9 @@ def run_evaluate_tabular(
         if domain.preprocessor.to_dict() != data.preprocessor.to_dict():
             raise CheckpointError(f"{model_dir} was trained with another preprocessing than {first}")
         model = checkpoint.load_model(model_dir, device=device)
-        if hooks is not None:
-            hooks.stage(f"evaluating {name} on {len(test)} rows ({int((test.y != spec.benign).sum())} malicious)")
+        hooks.stage(f"evaluating {name} on {len(test)} rows ({int((test.y != spec.benign).sum())} malicious)")
         ev, outcomes = evaluate_and_check(model, test, table.features, domain, spec.benign, suite, cfg, hooks)
+        hooks.evaluated(name, ev)
         training = checkpoint.read_description(model_dir).get("training")
         entry = ev.to_dict()
         results["models"][name] = {"path": str(model_dir), **entry, **({"training": training} if training else {})}
@@ -112,9 +106,7 @@ def run_evaluate_tabular(
             save_adversarial(Path(target), data, table, test, domain, outcomes, spec.benign, max(cfg.eps))
             results["adversarial_file"] = str(target)
             saved = True
-    out.mkdir(parents=True, exist_ok=True)
-    write_results(out / "results.json", results)
-    atomic_write_text(out / "summary.md", to_markdown(results))
+    write_outputs(out, results)
     return results
 
 
@@ -126,7 +118,7 @@ def evaluate_and_check(
     benign: int,
     suite: dict[str, Attack],
     cfg: EvalConfig,
-    hooks: Any,
+    hooks: Hooks,
 ) -> tuple[Evaluation, dict[tuple[str, float], TabularAttackOutcome]]:
     """One model's evasion evaluation and its sanity checks, which attack the same malicious rows toward
     benign within the same constrained threat model."""
@@ -141,7 +133,7 @@ def evaluate_and_check(
         cfg.eps,
         seed=cfg.seed,
         batch_size=cfg.batch_size,
-        on_cell=getattr(hooks, "on_cell", None),
+        on_cell=hooks.on_cell,
     )
     target = malicious_rows(test.to(model_device(model)), raw, domain, benign)
     threat = ThreatModel(norm=Norm(cfg.norm), eps=max(cfg.eps), domain=domain)

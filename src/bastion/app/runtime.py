@@ -1,0 +1,148 @@
+"""What every job shares: progress hooks, the device, one evaluation plan, the run folder's files.
+
+Run folder layout::
+
+    RUN/run.json                      data SPEC, seed, split, resolved config, environment
+    RUN/models/NAME/                  weights.safetensors + model.json (see bastion.models.checkpoint)
+    RUN/defenses/NAME/                defense.json + detector.safetensors (see bastion.defenses.store)
+    RUN/results.json                  versioned results (see bastion.artifacts.results)
+    RUN/summary.md                    the same numbers, rendered
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bastion.artifacts.results import environment, write_results
+from bastion.attacks import Attack
+from bastion.attacks.worst_case import AttackSequence
+from bastion.data.spec import Dataset, Split
+from bastion.defenses.pipeline import DefendedClassifier
+from bastion.errors import ConfigError
+from bastion.evaluation.checks import CheckSettings, run_checks
+from bastion.evaluation.evaluate import evaluate, evaluate_defense
+from bastion.evaluation.record import Evaluation, eps_key
+from bastion.evaluation.runner import CellHook
+from bastion.io import atomic_write_json, atomic_write_text
+from bastion.render.summary import to_markdown
+from bastion.threat import ThreatModel
+from bastion.training.trainer import BatchHook
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Hooks:
+    """Progress callbacks the CLI plugs in (the library itself never prints)."""
+
+    on_stage: Callable[[str], None] | None = None
+    on_batch: BatchHook | None = None
+    on_cell: CellHook | None = None
+    on_schedule: Callable[[str, list[dict[str, Any]]], None] | None = None
+    #: Called with (model name, Evaluation) after each evaluated model: per-example outcomes.
+    on_evaluation: Callable[[str, Evaluation], None] | None = None
+
+    def stage(self, text: str) -> None:
+        log.info(text)
+        if self.on_stage is not None:
+            self.on_stage(text)
+
+    def evaluated(self, name: str, ev: Evaluation) -> None:
+        if self.on_evaluation is not None:
+            self.on_evaluation(name, ev)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available, else CPU; anything else must be a valid, available device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"unknown device {name!r}: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu or auto")
+    return device
+
+
+def threat_record(
+    norm: str, eps: Sequence[float], suite_name: str, suite: dict[str, Attack], **extra: Any
+) -> dict[str, Any]:
+    """The results.json ``threat`` block: what was attacked with, stated once per run."""
+    return {
+        "norm": norm,
+        "eps": [eps_key(e) for e in eps],
+        "suite": suite_name,
+        "attacks": {k: repr(v) for k, v in suite.items()},
+        **extra,
+    }
+
+
+@dataclass(frozen=True)
+class EvalPlan:
+    """One job's evaluation settings, applied alike to every model and defense it evaluates.
+
+    Each measurement runs the suite, then the sanity checks on the same threat model, so no figure is
+    reported without the checks that say whether to trust it.
+    """
+
+    suite: dict[str, Attack]
+    threat: ThreatModel
+    eps: Sequence[float]
+    seed: int
+    checks_examples: int
+    batch_size: int = 256
+    on_cell: CellHook | None = None
+
+    @property
+    def sequential(self) -> bool:
+        return isinstance(self.suite, AttackSequence)
+
+    def model(self, model: nn.Module, test: Split) -> Evaluation:
+        ev, _ = evaluate(model, test, self.suite, self.threat, self.eps, **self._options())
+        return self._checked(model, test, ev)
+
+    def defense(self, defended: DefendedClassifier, test: Split, **adaptive: Any) -> Evaluation:
+        """``adaptive`` forwards ``adaptive`` / ``adaptive_steps`` to :func:`evaluate_defense`."""
+        ev = evaluate_defense(defended, test, self.suite, self.threat, self.eps, **self._options(), **adaptive)
+        return self._checked(defended, test, ev)
+
+    def _options(self) -> dict[str, Any]:
+        return {"seed": self.seed, "batch_size": self.batch_size, "on_cell": self.on_cell}
+
+    def _checked(self, model: nn.Module, test: Split, ev: Evaluation) -> Evaluation:
+        settings = CheckSettings(n_examples=self.checks_examples, seed=self.seed)
+        ev.checks = run_checks(model, test, ev, self.suite, self.threat, self.eps, settings)
+        return ev
+
+
+def write_outputs(out: Path, results: dict[str, Any], records: dict[str, Any] | None = None) -> None:
+    """results.json, summary.md and (when given) per-example records.json, each written atomically."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_results(out / "results.json", results)
+    atomic_write_text(out / "summary.md", to_markdown(results))
+    if records:
+        atomic_write_json(out / "records.json", records)
+
+
+def write_run(run_dir: Path, results: dict[str, Any], data: Dataset, config: dict[str, Any], command: str) -> None:
+    """A run folder's run.json (what produced it) next to its results."""
+    atomic_write_json(
+        run_dir / "run.json",
+        {
+            "command": command,
+            "data": data.spec.source,
+            "seed": data.seed,
+            "split": data.describe(),
+            "config": config,
+            "environment": environment(),
+        },
+    )
+    write_outputs(run_dir, results)
