@@ -100,7 +100,7 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _print_results(results: dict[str, Any], out: Path, started: float) -> None:
-    from bastion.render.summary import accuracy_rows
+    from bastion.render.summary import accuracy_rows, headline_sentence
 
     header, rows = accuracy_rows(results)
     table = Table(title=f"bastion {results['command']} - {results['data']} (seed {results['seed']})")
@@ -109,6 +109,7 @@ def _print_results(results: dict[str, Any], out: Path, started: float) -> None:
     for r in rows:
         table.add_row(*r)
     console.print(table)
+    console.print(headline_sentence(results), markup=False)
     for name, m in results["models"].items():
         t = m.get("training")
         if t and not name.endswith("+defense"):

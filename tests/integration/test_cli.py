@@ -49,6 +49,13 @@ def test_demo_writes_valid_results(demo_run: Path) -> None:
     assert set(defense["failure_rate"]) == {"fgsm", "pgd-10", "ensemble"} | adaptive
     summary = (demo_run / "summary.md").read_text()
     assert "Training cost" in summary and "Runtime defense" in summary
+    # The quick suite is FGSM + PGD-10: the headline is the worst case, labelled an upper bound everywhere.
+    assert results["threat"]["aa_grade"] is False
+    for m in models.values():
+        h = m["headline"]
+        assert h["aa_grade"] is False and h["label"].startswith("upper bound")
+        assert h["robust_accuracy"] == m["robust_accuracy"]["ensemble"]
+    assert "robust (upper bound)" in summary and "not a robustness claim" in summary
     run = json.loads((demo_run / "run.json").read_text())
     assert run["split"]["index_digest"] and run["config"]["seed"] == 0
 

@@ -86,7 +86,7 @@ class DemoConfig(StrictConfig):
     epochs: int = Field(default=30, ge=1)
     eps_train: float = Field(default=0.2, ge=0)
     eps: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.2])
-    suite: str = "default"
+    suite: str = "standard"
     defense: DefenseConfig = Field(default_factory=DefenseConfig)
     n_examples: int | None = Field(default=None, ge=1)
     checks_examples: int = Field(default=100, ge=0)

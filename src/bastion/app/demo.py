@@ -16,6 +16,7 @@ from bastion.app.train import save_trained, train_model
 from bastion.artifacts.results import new_results
 from bastion.data.sources import load_dataset
 from bastion.defenses.store import build_defense, save_defense
+from bastion.evaluation.headline import is_aa_grade
 from bastion.evaluation.record import Evaluation
 from bastion.evaluation.suites import build_suite
 from bastion.threat import ThreatModel
@@ -53,6 +54,7 @@ def run_demo(cfg: DemoConfig, out: Path, *, quick: bool = False, hooks: Hooks | 
     data = load_dataset(cfg.data, seed=cfg.seed)
     hooks.stage(f"data {data.spec.source}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test")
     plan = EvalPlan(
+        suite_name=cfg.suite,
         suite=build_suite(cfg.suite),
         threat=ThreatModel(norm=Norm.LINF, eps=max(cfg.eps), domain=data.spec.domain),
         eps=cfg.eps,
@@ -106,5 +108,10 @@ def demo_notes(cfg: DemoConfig, dev: Evaluation) -> list[str]:
             else "The defense's detector is evaluated against attacks that do not try to evade it; "
             "detector-aware adaptive attacks would lower its detection rate."
         ),
-        f"Suite `{cfg.suite}` is a first line of evaluation, not AutoAttack-grade.",
+        (
+            f"Robust accuracy is the per-example worst case of the AA-grade suite `{cfg.suite}`."
+            if is_aa_grade(cfg.suite)
+            else f"Suite `{cfg.suite}` is a first line of evaluation, not AutoAttack-grade: its robust accuracy is "
+            "an upper bound. `bastion demo` without --quick runs the AA-grade `standard` suite."
+        ),
     ]

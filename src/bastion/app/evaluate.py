@@ -49,6 +49,7 @@ def run_evaluate(path: Path, cfg: EvalConfig, out: Path, hooks: Hooks | None = N
     data = load_dataset(spec_str, seed=seed)
     test = data.test.take(cfg.n_examples)
     plan = EvalPlan(
+        suite_name=cfg.suite,
         suite=build_suite(cfg.suite),
         threat=ThreatModel(norm=Norm(cfg.norm), eps=max(cfg.eps), domain=data.spec.domain),
         eps=cfg.eps,

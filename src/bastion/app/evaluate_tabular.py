@@ -26,6 +26,7 @@ from bastion.data.tabular.domain import TabularDomain
 from bastion.data.tabular.export import write_records
 from bastion.errors import CheckpointError, ConfigError
 from bastion.evaluation.checks import CheckSettings, run_checks
+from bastion.evaluation.headline import headline
 from bastion.evaluation.record import ENSEMBLE, Evaluation, eps_key
 from bastion.evaluation.runner import model_device
 from bastion.evaluation.suites import build_suite
@@ -139,6 +140,7 @@ def evaluate_and_check(
     threat = ThreatModel(norm=Norm(cfg.norm), eps=max(cfg.eps), domain=domain)
     settings = CheckSettings(n_examples=cfg.checks_examples, seed=cfg.seed)
     ev.checks = run_checks(model, target.split, ev, suite, threat, cfg.eps, settings, target=target)
+    ev.headline = headline(ev, cfg.suite, suite)
     return ev, outcomes
 
 

@@ -28,6 +28,7 @@ from bastion.defenses.pipeline import DefendedClassifier
 from bastion.errors import ConfigError
 from bastion.evaluation.checks import CheckSettings, run_checks
 from bastion.evaluation.evaluate import evaluate, evaluate_defense
+from bastion.evaluation.headline import grade_label, headline, is_aa_grade
 from bastion.evaluation.record import Evaluation, eps_key
 from bastion.evaluation.runner import CellHook
 from bastion.io import atomic_write_json, atomic_write_text
@@ -80,6 +81,8 @@ def threat_record(
         "norm": norm,
         "eps": [eps_key(e) for e in eps],
         "suite": suite_name,
+        "aa_grade": is_aa_grade(suite_name),
+        "grade": grade_label(suite_name, suite),
         "attacks": {k: repr(v) for k, v in suite.items()},
         **extra,
     }
@@ -93,6 +96,7 @@ class EvalPlan:
     reported without the checks that say whether to trust it.
     """
 
+    suite_name: str
     suite: dict[str, Attack]
     threat: ThreatModel
     eps: Sequence[float]
@@ -120,6 +124,7 @@ class EvalPlan:
     def _checked(self, model: nn.Module, test: Split, ev: Evaluation) -> Evaluation:
         settings = CheckSettings(n_examples=self.checks_examples, seed=self.seed)
         ev.checks = run_checks(model, test, ev, self.suite, self.threat, self.eps, settings)
+        ev.headline = headline(ev, self.suite_name, self.suite)
         return ev
 
 

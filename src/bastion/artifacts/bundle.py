@@ -90,7 +90,7 @@ def _headline(entry: dict[str, Any] | None) -> dict[str, Any] | None:
     """The robustness figures a deployer needs, copied from a results.json model entry."""
     if entry is None:
         return None
-    keep = ("clean_accuracy", "n_examples", "robust_accuracy", "evasion_rate", "defense")
+    keep = ("headline", "clean_accuracy", "n_examples", "robust_accuracy", "evasion_rate", "defense")
     return {k: entry[k] for k in keep if k in entry}
 
 
@@ -100,12 +100,16 @@ def _robustness(run_dir: Path, name: str) -> dict[str, Any] | None:
         return None
     results = read_results(path)
     models = results["models"]
+    model, defended = _headline(models.get(name)), _headline(models.get(name + DEFENSE_SUFFIX))
+    deployed = defended if defended is not None else model
     return {
         "source": "results.json",
         "created": results.get("created"),
         "threat": results.get("threat"),
-        "model": _headline(models.get(name)),
-        "defended": _headline(models.get(name + DEFENSE_SUFFIX)),
+        # What the deployed artifact is worth: its worst case, and whether that is AA-grade or an upper bound.
+        "headline": deployed.get("headline") if deployed else None,
+        "model": model,
+        "defended": defended,
     }
 
 

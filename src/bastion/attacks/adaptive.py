@@ -128,6 +128,11 @@ class _Surrogate(nn.Module):
         return self.model(x)
 
 
+def surrogate(defense: DefenseSurface) -> nn.Module:
+    """What the adaptive attacks differentiate: the defense's forward, non-differentiable transforms under BPDA."""
+    return _Surrogate(defense)
+
+
 def evasion_success(defended: DefenseSurface, x_adv: Tensor, y: Tensor) -> Tensor:
     """(N,) bool: misclassified by the defense AND not flagged by its detector."""
     d = defended.decide(x_adv)
@@ -147,6 +152,8 @@ class AdaptivePGD(Attack):
         bpda: replace non-differentiable transforms by BPDA (identity backward).
         eot_samples: random draws averaged per gradient (EOT; 1 = plain gradient).
         detector_weight: lambda of the detection term (0 = detector-unaware).
+        detector_weights: a sweep of lambdas, one per restart (cycled; at least one restart each): no single
+            weight suits every input, too small ignores the detector and too large forgets the label.
         detector_kappa: push the detection margin this far below the threshold (in margin units).
     """
 
@@ -158,6 +165,7 @@ class AdaptivePGD(Attack):
     bpda: bool = True
     eot_samples: int = 1
     detector_weight: float = 0.0
+    detector_weights: tuple[float, ...] = ()
     detector_kappa: float = 0.5
     early_stop: bool = True
     name = "adaptive-pgd"
@@ -168,8 +176,8 @@ class AdaptivePGD(Attack):
                 f"n_steps, n_restarts and eot_samples must be >= 1, got {self.n_steps}, {self.n_restarts}, "
                 f"{self.eot_samples}"
             )
-        if self.detector_weight < 0:
-            raise ConfigError(f"detector_weight must be >= 0, got {self.detector_weight}")
+        if self.detector_weight < 0 or any(w < 0 for w in self.detector_weights):
+            raise ConfigError(f"detector weights must be >= 0, got {self.detector_weight}, {self.detector_weights}")
 
     def _perturb(
         self, model: Classifier, x: Tensor, goal: Goal, threat: ThreatModel, rng: torch.Generator | None
@@ -186,14 +194,20 @@ class AdaptivePGD(Attack):
         best_x = x.clone()
         best = torch.full((x.shape[0],), float("-inf"), device=x.device)
         done = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-        for _ in range(self.n_restarts):
+        weights = self.detector_weights or (self.detector_weight,)
+        for r in range(max(self.n_restarts, len(weights))):
+            weight = weights[r % len(weights)]
             live = (~done).nonzero().squeeze(1)
             if live.numel() == 0:
                 break
             x0 = x[live]
             x_adv = threat.random_start(x0, rng) if self.random_start else x0.clone()
+            if r > 0 and weight != weights[(r - 1) % len(weights)]:
+                best[live] = float("-inf")  # objectives under another weight are not comparable
             for i in range(self.n_steps + 1):
-                objective, grad, hit = self._objective(forward, margin_fn, x_adv, goal.subset(live), i < self.n_steps)
+                objective, grad, hit = self._objective(
+                    forward, margin_fn, x_adv, goal.subset(live), i < self.n_steps, weight
+                )
                 better = ~done[live] & (hit | (objective > best[live]))
                 best_x[live] = keep_best(best_x[live], x_adv, better)
                 best[live] = torch.where(better, objective, best[live])
@@ -214,6 +228,7 @@ class AdaptivePGD(Attack):
         x_adv: Tensor,
         goal: Goal,
         with_grad: bool,
+        weight: float,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """(objective (N,) to maximise, its EOT gradient, success (N,) of this iterate)."""
         n = x_adv.shape[0]
@@ -227,14 +242,14 @@ class AdaptivePGD(Attack):
             margin = None
             if margin_fn is not None:
                 margin = margin_fn(xr)
-                if self.detector_weight > 0:
-                    objective = objective - self.detector_weight * (margin + self.detector_kappa).clamp_min(0)
+                if weight > 0:
+                    objective = objective - weight * (margin + self.detector_kappa).clamp_min(0)
             grad = torch.autograd.grad(objective.sum(), xr)[0] if with_grad else torch.zeros_like(xr)
         objective = objective.detach().view(reps, n).mean(dim=0)
         grad = grad.view(reps, *x_adv.shape).mean(dim=0)
         first = slice(0, n)
         hit = goal.satisfied(logits[first].detach())
-        if margin is not None and self.detector_weight > 0:
+        if margin is not None and (weight > 0 or self.detector_weights):
             hit = hit & (margin[first].detach() <= 0)
         return objective, grad, hit
 

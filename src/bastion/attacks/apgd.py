@@ -50,6 +50,7 @@ def run_apgd(
     rho: float,
     momentum: float,
     early_stop: bool,
+    settle: int | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """One APGD run from ``x_start``.
 
@@ -106,6 +107,23 @@ def run_apgd(
             x_adv = keep_best(x_adv, best_x[live], halve)
             x_prev = keep_best(x_prev, best_x[live], halve)
             grad = keep_best(grad, best_grad[live], halve)
+            if settle is not None:
+                # Converged: the step was halved at least ``settle`` times and the best objective moved by
+                # less than 1% of its distance to the goal since the last mark; further steps rarely break it.
+                gained = best_f[live] - best_at_mark[live]
+                still = (eta[live] > 2 * threat.eps / 2**settle) | (gained > 0.01 * best_f[live].abs().clamp_min(1e-3))
+                if not bool(still.all()):
+                    eta_at_mark[live], best_at_mark[live] = eta[live], best_f[live]
+                    live, x_adv, x_prev, grad = live[still], x_adv[still], x_prev[still], grad[still]
+                    if live.numel() == 0:
+                        break
+                    n_improved[live] = 0
+                    last_mark = k
+                    x0 = x[live]
+                    z = threat.project(x_adv + eta[live].view(view) * threat.steepest(grad), x0)
+                    x_next = threat.project(x_adv + momentum * (z - x_adv) + (1 - momentum) * (x_adv - x_prev), x0)
+                    x_prev, x_adv = x_adv, x_next
+                    continue
             eta_at_mark[live], best_at_mark[live] = eta[live], best_f[live]
             n_improved[live] = 0
             last_mark = k
@@ -137,6 +155,7 @@ class APGD(Attack):
     momentum: float = 0.75
     random_start: bool = True
     early_stop: bool = True
+    settle: int | None = None
     name = "apgd"
 
     def __post_init__(self) -> None:
@@ -176,6 +195,7 @@ class APGDT(Attack):
     momentum: float = 0.75
     random_start: bool = True
     early_stop: bool = True
+    settle: int | None = None
     name = "apgd-t"
 
     def __post_init__(self) -> None:
@@ -264,6 +284,7 @@ def _restarts(
                 rho=attack.rho,
                 momentum=attack.momentum,
                 early_stop=attack.early_stop,
+                settle=attack.settle,
             )
             queries[rows] += run_q
             take = run_done | (~done[rows] & (r == 0) & (run_f > best_f[rows]))

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from bastion._typing import Classifier, Norm
+from bastion.attacks.losses import cross_entropy
 from bastion.compute import CountingModel, PassCounter
 from bastion.errors import InputValidationError
 from bastion.goals import Diverge, Goal
@@ -230,6 +231,17 @@ class Attack(ABC):
         self, model: Classifier, x: Tensor, goal: Goal, threat: ThreatModel, rng: torch.Generator | None
     ) -> Tensor | Perturbation:
         """Return candidate adversarial examples for x (or a Perturbation); the base projects and repairs them."""
+
+
+def gradient_shares(model: Classifier, x: Tensor, goal: Goal) -> tuple[float, float, Tensor]:
+    """(share of examples whose cross-entropy input gradient toward ``goal`` is all zero, share with a
+    non-finite entry, clean logits): the signs that gradient attacks cannot work on these examples."""
+    with evaluating(model):
+        _, grad, logits = loss_gradient(model, x, goal, cross_entropy)
+    flat = grad.flatten(1)
+    zero = float((flat == 0).all(dim=1).float().mean()) if len(flat) else 0.0
+    nonfinite = float((~torch.isfinite(flat)).any(dim=1).float().mean()) if len(flat) else 0.0
+    return zero, nonfinite, logits
 
 
 def loss_gradient(model: Classifier, x_adv: Tensor, goal: Goal, loss_fn: object) -> tuple[Tensor, Tensor, Tensor]:

@@ -33,25 +33,70 @@ ROC_DIGITS = 4
 RATIO_DIGITS = 3
 
 
+#: The detector-aware attack's sweep of penalty weights, one restart each.
+DETECTOR_WEIGHTS = (0.5, 2.0, 8.0)
+
+
 def adaptive_attacks(
-    defended: DefendedClassifier, *, n_steps: int = 50, eot_samples: int = 8, detector_weight: float = 2.0
+    defended: DefendedClassifier, *, n_steps: int = 50, eot_samples: int | None = 8
 ) -> dict[str, Attack]:
     """The adaptive attacks this defense calls for (Tramer et al. 2020's checklist, in miniature).
 
     - ``bpda-pgd`` (deterministic defense) or ``eot-pgd`` (randomized: transforms, model or detector):
-      PGD on the whole defense, non-differentiable transforms under BPDA, gradients averaged over
-      ``eot_samples`` draws when randomized;
-    - ``detector-aware-pgd`` when there is a detector: the same plus ``-lambda * max(0, margin + kappa)``;
+      PGD with two restarts on the whole defense, non-differentiable transforms under BPDA, gradients
+      averaged over ``eot_samples`` draws when randomized;
+    - ``detector-aware-pgd`` when there is a detector: the same plus ``-lambda * max(0, margin + kappa)``,
+      one restart per lambda of :data:`DETECTOR_WEIGHTS`; success = misclassified and unflagged;
     - ``transfer-pgd``: PGD crafted on the undefended model, replayed on the defense.
+
+    In the evaluation every adaptive attack also keeps, per input, any evasion a plain attack found at the
+    same eps (an attacker who knows the defense has the plain attacks too), so it is never weaker.
     """
     randomized = is_randomized_defense(defended)
-    eot = eot_samples if randomized else 1
+    eot = (eot_samples or 8) if randomized else 1
     attacks: dict[str, Attack] = {}
-    attacks["eot-pgd" if randomized else "bpda-pgd"] = AdaptivePGD(n_steps=n_steps, eot_samples=eot)
+    attacks["eot-pgd" if randomized else "bpda-pgd"] = AdaptivePGD(n_steps=n_steps, eot_samples=eot, n_restarts=2)
     if defended.detector is not None:
-        attacks["detector-aware-pgd"] = AdaptivePGD(n_steps=n_steps, eot_samples=eot, detector_weight=detector_weight)
+        attacks["detector-aware-pgd"] = AdaptivePGD(n_steps=n_steps, eot_samples=eot, detector_weights=DETECTOR_WEIGHTS)
     attacks["transfer-pgd"] = Transfer(base=PGD(n_steps=n_steps))
     return attacks
+
+
+def eot_samples_needed(
+    defended: DefendedClassifier,
+    x: Tensor,
+    y: Tensor,
+    *,
+    max_samples: int = 64,
+    min_cosine: float = 0.9,
+    seed: int = 0,
+) -> int:
+    """The fewest EOT draws (a power of two, up to ``max_samples``) whose averaged gradient has converged:
+    two independent estimates of the defense's loss gradient agree to a median cosine of ``min_cosine``.
+
+    Too few draws give a noisy gradient and an attack that understates what EOT can do; too many waste
+    the budget. The test runs on the BPDA surrogate, where the attack computes its gradients.
+    """
+    from bastion.attacks.adaptive import surrogate
+
+    forward = surrogate(defended)
+
+    def estimate(k: int) -> Tensor:
+        xr = x.detach().repeat(k, *[1] * (x.dim() - 1)).requires_grad_(True)
+        loss = nn.functional.cross_entropy(forward(xr), y.repeat(k), reduction="sum")
+        (grad,) = torch.autograd.grad(loss, xr)
+        return grad.view(k, *x.shape).mean(dim=0).flatten(1)
+
+    k = 1
+    with torch.random.fork_rng(devices=[]):  # the draws do not disturb the caller's random stream
+        torch.manual_seed(seed)
+        while k < max_samples:
+            a, b = estimate(k), estimate(k)
+            cosine = nn.functional.cosine_similarity(a, b, dim=1, eps=1e-12)
+            if float(cosine.median()) >= min_cosine:
+                break
+            k *= 2
+    return k
 
 
 def is_randomized_defense(defended: DefendedClassifier) -> bool:
@@ -116,8 +161,12 @@ class DefenseCells:
     clean: Decision
     report: dict[str, Any]
     max_eps: float
+    adaptive: frozenset[str] = frozenset()
     always_ensemble: bool = False
     n: int = field(init=False)
+    #: eps -> (N,) inputs some plain attack made fail, and (N, *S) one failing input for each of them.
+    _plain_failed: dict[float, Tensor] = field(default_factory=dict, init=False)
+    _plain_x: dict[float, Tensor] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.n = len(self.accuracy.target.split)
@@ -125,12 +174,23 @@ class DefenseCells:
     def cell(self, name: str, attack: Attack, eps: float) -> tuple[Tensor, Tensor]:
         """(robust, failed) per input: failed = misclassified and not flagged."""
         result = self.accuracy.cell(name, attack, eps)
-        robust = result.correct
+        robust, x_adv = result.correct, result.x_adv
         y = self.accuracy.target.split.y
-        d = self.defended.decide(result.x_adv)
+        d = self.defended.decide(x_adv)
+        failed = (d.labels != y) & ~d.flagged
+        if name in self.adaptive and eps in self._plain_failed:
+            kept = self._plain_failed[eps] & ~failed
+            if kept.any():
+                x_adv = torch.where(kept.view(-1, *[1] * (x_adv.dim() - 1)), self._plain_x[eps], x_adv)
+                robust = robust & ~kept
+                self.accuracy.ev.record(name, eps, robust)
+                d = self.defended.decide(x_adv)
+                failed = (d.labels != y) & ~d.flagged
+            put(self.report.setdefault("kept_plain_evasions", {}), name, eps, int(kept.sum()))
+        elif name not in self.adaptive:
+            self._remember_plain(eps, x_adv, failed)
         wrong = d.labels != y
         fooled = wrong & (self.clean.labels == y)
-        failed = wrong & ~d.flagged
         detected = d.flagged[fooled]
         has_detector = self.defended.detector is not None
         put(self.report["detection_rate"], name, eps, stored(detected.float().mean()) if detected.numel() else None)
@@ -139,6 +199,14 @@ class DefenseCells:
         if has_detector and eps == self.max_eps:
             put(self.report.setdefault("roc", {}), name, eps, roc_points(self.clean.scores, d.scores[fooled]))
         return robust, failed
+
+    def _remember_plain(self, eps: float, x_adv: Tensor, failed: Tensor) -> None:
+        if eps not in self._plain_failed:
+            self._plain_failed[eps], self._plain_x[eps] = failed.clone(), x_adv.clone()
+            return
+        new = failed & ~self._plain_failed[eps]
+        self._plain_x[eps][new] = x_adv[new]
+        self._plain_failed[eps] |= failed
 
     def record_failure(self, name: str, eps: float, failed: Tensor) -> None:
         put(self.report["failure_rate"], name, eps, stored(failed.float().mean()))
@@ -189,7 +257,7 @@ def evaluate_defense(
     on_cell: CellHook | None = None,
     adaptive: bool = True,
     adaptive_steps: int = 50,
-    eot_samples: int = 8,
+    eot_samples: int | None = None,
 ) -> Evaluation:
     """Attack the whole defense with ``attacks`` (non-adaptive: they ignore the detector; gradients go
     through the transforms by their straight-through BPDA) and, when ``adaptive``, with
@@ -197,10 +265,14 @@ def evaluate_defense(
     ``detection_rate``, the share of fooled inputs (correct when clean, wrong after the attack) that are
     flagged; ``failure_rate``, the share of all inputs that end misclassified and unflagged; ``auroc`` of
     the anomaly score on clean inputs vs fooled adversarial inputs. ``failure_rate["ensemble"]`` is the
-    per-input worst case over all attacks.
+    per-input worst case over all attacks. ``eot_samples`` None: as many as :func:`eot_samples_needed` finds
+    on the first test examples (randomized defenses only).
     """
     suite = dict(attacks)
     adaptive_names: list[str] = []
+    if adaptive and eot_samples is None and is_randomized_defense(defended):
+        probe = test.take(min(len(test), 64)).to(next(defended.parameters()).device)
+        eot_samples = eot_samples_needed(defended, probe.x, probe.y, seed=seed)
     if adaptive:
         extra = adaptive_attacks(defended, n_steps=adaptive_steps, eot_samples=eot_samples)
         adaptive_names = [n for n in extra if n not in suite]
@@ -209,7 +281,10 @@ def evaluate_defense(
     test = accuracy.target.split
     clean = defended.decide(test.x)
     report = defense_report(defended, test, clean, adaptive_names)
-    run_grid(suite, eps_values, DefenseCells(defended, accuracy, clean, report, max(eps_values)), on_cell=on_cell)
+    if adaptive and is_randomized_defense(defended):
+        report["eot_samples"] = eot_samples
+    cells = DefenseCells(defended, accuracy, clean, report, max(eps_values), adaptive=frozenset(adaptive_names))
+    run_grid(suite, eps_values, cells, on_cell=on_cell)
     ratio, per_def, per_bare = latency_ratio(defended, test.x[: min(len(test), 256)])
     report["latency_ratio"] = stored(ratio, RATIO_DIGITS)
     report["latency_ms_per_input"] = {

@@ -92,6 +92,8 @@ class Evaluation:
     attacked_clean_accuracy: float | None = None
     #: The tabular evasion section (bastion.evaluation.tabular), written as the entry's ``tabular`` key.
     tabular: dict[str, Any] | None = None
+    #: The figure the run states about this model (bastion.evaluation.headline), set by whoever knows the suite.
+    headline: dict[str, Any] | None = None
 
     def record(self, attack: str, eps: float, robust: Tensor, *, accuracy: float | None = None) -> None:
         """Store one cell's per-example outcome, its robust accuracy and interval.
@@ -127,6 +129,8 @@ class Evaluation:
             out["tabular"] = self.tabular
         if self.checks is not None:
             out["checks"] = self.checks
+        if self.headline is not None:
+            out["headline"] = self.headline
         return out
 
     def per_class(self) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from bastion.errors import CheckpointError
 from bastion.io import atomic_write_bytes, atomic_write_text
 from bastion.render import plots
 from bastion.render.experiment import EXPLANATION, comparison_lines, method_table
-from bastion.render.summary import accuracy_rows, markdown_table
+from bastion.render.summary import accuracy_rows, headline_sentence, markdown_table
 
 Table = tuple[list[str], list[list[str]]]
 
@@ -122,10 +122,11 @@ def build_sections(sources: list[Source]) -> list[Section]:
 def _accuracy(runs: Runs) -> Section:
     acc = Section("accuracy", "Accuracy")
     acc.paragraphs.append(
-        "Robust accuracy = share of test examples still classified correctly after the attack; `ensemble` = "
-        "per-example worst case over the suite. Brackets are 95% Wilson intervals."
+        "Robust accuracy = share of test examples still classified correctly after the attack. "
+        "Brackets are 95% Wilson intervals."
     )
     for prefix, results, _ in runs:
+        acc.paragraphs.append(f"{prefix}{results['data']}: {headline_sentence(results)}")
         acc.tables.append((f"{prefix}{results['data']} (seed {results['seed']})", accuracy_rows(results, with_ci=True)))
     return acc
 

@@ -13,16 +13,34 @@ def _ci(ci: list[float] | None) -> str:
     return "" if not ci else f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
 
 
+def headline_title(results: dict[str, Any]) -> str:
+    """The headline column's title: what the run's worst case is worth (see bastion.evaluation.headline)."""
+    threat = results.get("threat", {})
+    if "aa_grade" not in threat:
+        return "ensemble"
+    return "robust (AA-grade)" if threat["aa_grade"] else "robust (upper bound)"
+
+
+def _headline_cell(m: dict[str, Any], e: str, with_ci: bool, aa_run: bool) -> str:
+    h = m.get("headline")
+    if h is None:
+        return _pct(m["robust_accuracy"].get("ensemble", {}).get(e))
+    cell = _pct(h["robust_accuracy"].get(e)) + (_ci(h.get("robust_accuracy_ci", {}).get(e)) if with_ci else "")
+    return cell + (" (upper bound)" if aa_run and not h["aa_grade"] else "")
+
+
 def accuracy_rows(results: dict[str, Any], *, with_ci: bool = False) -> tuple[list[str], list[list[str]]]:
-    """(header, rows): one row per model and eps, one column per attack (``ensemble`` last)."""
+    """(header, rows): one row per model and eps; the headline (the worst case) first, then one column per
+    attack, labelled as the weaker figures they are."""
     models = results["models"]
-    attacks = sorted({a for m in models.values() for a in m["robust_accuracy"]}, key=lambda a: (a == "ensemble", a))
-    header = ["model", "clean", "eps", *attacks]
+    aa_run = bool(results.get("threat", {}).get("aa_grade"))
+    attacks = sorted({a for m in models.values() for a in m["robust_accuracy"] if a != "ensemble"})
+    header = ["model", "clean", "eps", headline_title(results), *attacks]
     rows = []
     for name, m in models.items():
         eps_keys = sorted({e for by in m["robust_accuracy"].values() for e in by}, key=float)
         if not eps_keys:
-            rows.append([name, _pct(m["clean_accuracy"]), "-", *["-" for _ in attacks]])
+            rows.append([name, _pct(m["clean_accuracy"]), "-", "-", *["-" for _ in attacks]])
         cis = m.get("robust_accuracy_ci", {}) if with_ci else {}
         for e in eps_keys:
             rows.append(
@@ -30,10 +48,28 @@ def accuracy_rows(results: dict[str, Any], *, with_ci: bool = False) -> tuple[li
                     name,
                     _pct(m["clean_accuracy"]),
                     e,
+                    _headline_cell(m, e, with_ci, aa_run),
                     *[_pct(m["robust_accuracy"].get(a, {}).get(e)) + _ci(cis.get(a, {}).get(e)) for a in attacks],
                 ]
             )
     return header, rows
+
+
+def headline_sentence(results: dict[str, Any]) -> str:
+    """How to read the headline column, in one sentence a reader cannot miss."""
+    threat = results.get("threat", {})
+    grade = threat.get("grade")
+    if grade is None:
+        return "`ensemble` = per-example worst case over the suite's attacks."
+    if threat.get("aa_grade"):
+        return (
+            f"Robust accuracy is the {grade}: an example counts as robust only if it survives every attack. "
+            "The other columns are single attacks (weaker figures)."
+        )
+    return (
+        f"The robust column is an {grade}: it overstates robustness and is not a robustness claim; "
+        "rerun with `--suite standard` (AA-grade) for one."
+    )
 
 
 def _describe(transform: dict[str, Any]) -> str:
@@ -62,8 +98,8 @@ def _intro(results: dict[str, Any]) -> list[str]:
         f"Seed {results['seed']}; threat model {threat.get('norm', '?')} with eps in "
         f"{', '.join(threat.get('eps', [])) or 'n/a'} (inputs in [0, 1]); suite `{threat.get('suite', 'n/a')}`.",
         f"Test examples: {_n_examples(results)}. "
-        "Robust accuracy = share of test examples still classified correctly after the attack; "
-        "`ensemble` = per-example worst case over the suite's attacks. Brackets are 95% Wilson intervals.",
+        "Robust accuracy = share of test examples still classified correctly after the attack. "
+        f"{headline_sentence(results)} Brackets are 95% Wilson intervals.",
         *(
             [
                 "The suite runs as a sequence: each attack only sees the examples every earlier attack failed "

@@ -53,3 +53,40 @@ def test_transfer_on_a_bare_model_is_the_white_box_attack(standard_model: nn.Mod
     a = Transfer(base=PGD(n_steps=3))(standard_model, x, Misclassify(y), threat, rng=torch.Generator().manual_seed(0))
     b = PGD(n_steps=3)(standard_model, x, Misclassify(y), threat, rng=torch.Generator().manual_seed(0))
     assert torch.equal(a.success, b.success)
+
+
+def test_adaptive_attacks_are_never_weaker_than_the_plain_attacks(digits: Dataset, trades_model: nn.Module) -> None:
+    """A strong plain attack against weak (2-step) adaptive ones: each adaptive attack keeps, per input, the
+    plain attacks' evasions, so its failure rate is at least every plain attack's at every eps."""
+    from bastion.attacks import PGD
+
+    defense = Defense(trades_model, [BitDepth(3)], [MahalanobisDetector(trades_model)], domain=digits.spec.domain)
+    defense.fit(digits.train.x, digits.train.y).calibrate(digits.val.x)
+    threat = ThreatModel(norm="linf", eps=0.2, domain=digits.spec.domain)
+    plain = {"pgd": PGD(n_steps=20, n_restarts=2), "fgsm": FGSM()}
+    ev = evaluate_defense(defense, digits.test.take(60), plain, threat, [0.1, 0.2], adaptive_steps=2)
+    d = ev.defense
+    assert d is not None
+    for eps in ("0.1", "0.2"):
+        strongest_plain = max(d["failure_rate"][a][eps] for a in plain)
+        for attack in d["adaptive_attacks"]:
+            assert d["failure_rate"][attack][eps] >= strongest_plain
+    assert sum(d["kept_plain_evasions"]["bpda-pgd"].values()) > 0  # the 2-step attack alone was weaker
+
+
+def test_eot_draws_are_chosen_by_convergence(digits: Dataset, trades_model: nn.Module) -> None:
+    from bastion.evaluation.defense import eot_samples_needed
+
+    x, y = digits.test.x[:32], digits.test.y[:32]
+    assert eot_samples_needed(Defense(trades_model, [BitDepth(3)]), x, y) == 1
+    noisy = eot_samples_needed(Defense(trades_model, [GaussianNoise(0.3)]), x, y, max_samples=64)
+    assert noisy > 1
+    ev = evaluate_defense(
+        Defense(trades_model, [GaussianNoise(0.3)], domain=digits.spec.domain),
+        digits.test.take(16),
+        {"fgsm": FGSM()},
+        ThreatModel(norm="linf", eps=0.1, domain=digits.spec.domain),
+        [0.1],
+        adaptive_steps=2,
+    )
+    assert ev.defense is not None and ev.defense["eot_samples"] > 1

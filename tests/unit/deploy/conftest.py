@@ -42,6 +42,7 @@ def image_run(tmp_path_factory: pytest.TempPathFactory, digits: Dataset, standar
             "clean_accuracy": 0.9,
             "n_examples": 100,
             "robust_accuracy": {"ensemble": {"0.1": 0.5}},
+            "headline": {"aa_grade": name.endswith("+defense"), "robust_accuracy": {"0.1": 0.5}},
         }
     write_results(run / "results.json", results)
     atomic_write_json(run / "run.json", {"command": "demo", "data": "digits", "seed": 0, "config": {"epochs": 8}})

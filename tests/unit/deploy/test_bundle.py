@@ -24,6 +24,7 @@ def test_export_chooses_the_defended_model_and_records_what_a_deployer_needs(ima
     assert detector["threshold"] <= detector["reject_threshold"]
     assert m["defense"]["transforms"] == [{"name": "bit-depth", "bits": 3}]
     assert m["robustness"]["defended"]["robust_accuracy"] == {"ensemble": {"0.1": 0.5}}
+    assert m["robustness"]["headline"] == {"aa_grade": True, "robust_accuracy": {"0.1": 0.5}}  # the deployed one
     assert m["provenance"]["config"] == {"epochs": 8} and m["provenance"]["exported_with"]["torch"]
     assert m["dataset"]["domain"] == {"kind": "box", "lower": 0.0, "upper": 1.0}
 
