@@ -55,7 +55,7 @@ def test_demo_writes_valid_results(demo_run: Path) -> None:
         h = m["headline"]
         assert h["aa_grade"] is False and h["label"].startswith("upper bound")
         assert h["robust_accuracy"] == m["robust_accuracy"]["ensemble"]
-    assert "robust (upper bound)" in summary and "not a robustness claim" in summary
+    assert "| upper bound |" in summary and "not a robustness claim" in summary
     run = json.loads((demo_run / "run.json").read_text())
     assert run["split"]["index_digest"] and run["config"]["seed"] == 0
 

@@ -56,11 +56,11 @@ def test_suspect_checks_travel_with_the_headline() -> None:
 def test_tables_lead_with_the_headline_column_and_say_what_it_is() -> None:
     aa = results_for("standard", evaluation())
     header, rows = accuracy_rows(aa)
-    assert header[:4] == ["model", "clean", "eps", "robust (AA-grade)"] and "ensemble" not in header
+    assert header[:4] == ["model", "clean", "eps", "AA-grade"] and "ensemble" not in header
     assert rows[0][3] == "40.0%" and rows[0][header.index("fgsm")] == "80.0%"
     weak = results_for("quick", evaluation())
     header, _ = accuracy_rows(weak)
-    assert header[3] == "robust (upper bound)"
+    assert header[3] == "upper bound"
     assert "not a robustness claim" in to_markdown(weak)
     assert "not a robustness claim" not in to_markdown(aa)
 

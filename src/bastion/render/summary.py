@@ -14,11 +14,12 @@ def _ci(ci: list[float] | None) -> str:
 
 
 def headline_title(results: dict[str, Any]) -> str:
-    """The headline column's title: what the run's worst case is worth (see bastion.evaluation.headline)."""
+    """The headline column's title: what the run's worst case (robust accuracy) is worth, short enough for an
+    80-column table; :func:`headline_sentence` spells it out (see bastion.evaluation.headline)."""
     threat = results.get("threat", {})
     if "aa_grade" not in threat:
         return "ensemble"
-    return "robust (AA-grade)" if threat["aa_grade"] else "robust (upper bound)"
+    return "AA-grade" if threat["aa_grade"] else "upper bound"
 
 
 def _headline_cell(m: dict[str, Any], e: str, with_ci: bool, aa_run: bool) -> str:
