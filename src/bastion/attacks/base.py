@@ -4,6 +4,7 @@ a subclass writes only its math in ``_perturb``.
 
 from __future__ import annotations
 
+import itertools
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -89,6 +90,8 @@ def check_batch(x: Tensor, goal: Goal, threat: ThreatModel) -> None:
         raise InputValidationError(f"x must be a floating-point tensor, got dtype {x.dtype}")
     if x.dim() < 2:
         raise InputValidationError(f"x must be a batch of shape (N, ...), got shape {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise InputValidationError(f"x is an empty batch (shape {tuple(x.shape)}); pass at least one example")
     if not torch.isfinite(x).all():
         raise InputValidationError("x contains NaN or infinite values")
     ref = goal.reference
@@ -103,6 +106,46 @@ def check_batch(x: Tensor, goal: Goal, threat: ThreatModel) -> None:
         raise InputValidationError(
             f"x[{int(infeasible.nonzero()[0])}] is outside the input domain; attacks start from legal inputs"
         )
+
+
+def model_dtype(model: Classifier) -> torch.dtype | None:
+    """The floating dtype of the model's first floating parameter or buffer (None: no parameters)."""
+    if isinstance(model, nn.Module):
+        for t in itertools.chain(model.parameters(), model.buffers()):
+            if t.is_floating_point():
+                return t.dtype
+    return None
+
+
+def checked_logits(model: Classifier, x: Tensor, what: str = "x", *, finite: bool = True) -> Tensor:
+    """``model(x)``, with clear errors instead of a traceback from deep inside the model.
+
+    Raises:
+        InputValidationError: x's dtype differs from the model's, x's shape does not fit the model, or the
+            model returns NaN / infinite logits (a broken model is refused, never reported on; pass
+            ``finite=False`` to get them, e.g. to reject those inputs instead).
+    """
+    dtype = model_dtype(model)
+    if dtype is not None and x.dtype != dtype:
+        raise InputValidationError(
+            f"{what} is {x.dtype} but the model computes in {dtype}; convert the batch first (e.g. x.to({dtype}))"
+        )
+    try:
+        logits = model(x)
+    except RuntimeError as exc:
+        raise InputValidationError(f"{what} of shape {tuple(x.shape)} does not fit the model: {exc}"[:500]) from None
+    if logits.dim() != 2 or logits.shape[0] != x.shape[0]:
+        raise InputValidationError(
+            f"the model returned logits of shape {tuple(logits.shape)} for {what} of shape {tuple(x.shape)}; "
+            "expected (N, C)"
+        )
+    bad = ~torch.isfinite(logits).all(dim=1)
+    if finite and bad.any():
+        raise InputValidationError(
+            f"the model returned NaN or infinite logits for {int(bad.sum())} of {len(bad)} inputs "
+            f"(first: {what}[{int(bad.nonzero()[0])}]); a broken model cannot be evaluated"
+        )
+    return logits
 
 
 def check_labels(logits: Tensor, goal: Goal) -> None:
@@ -150,7 +193,7 @@ class Attack(ABC):
         with evaluating(model):
             x = x.detach()
             with torch.no_grad():
-                clean_logits = counted(x)
+                clean_logits = checked_logits(counted, x)
             check_labels(clean_logits, goal)
             self.check(goal, threat, clean_logits.shape[1])
             todo = (

@@ -4,7 +4,8 @@ Three input forms, all validated against the bundle's dataset spec before anythi
 - a nested list in the model's input shape, values inside the input domain (images, or model-space rows);
 - an object with one named field per raw feature (tabular models), checked against the feature schema
   and mapped through the bundle's fitted preprocessing;
-- an uploaded PNG/PPM (multipart), decoded, converted to the model's channels and resized to its size;
+- an uploaded PNG, JPEG, BMP or PPM/PGM (multipart; other formats are refused before decoding), decoded,
+  converted to the model's channels and resized to its size;
 - a binary ``.npy`` array (N, *input_shape) of floats (``application/x-npy``): no per-number parsing,
   for clients that batch many inputs. Read with ``allow_pickle=False``: object arrays are refused.
 """
@@ -21,7 +22,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from bastion.data.formats.image import decode_image_bytes, resize, to_rgb
+from bastion.data.formats.image import UPLOAD_FORMATS, decode_image_bytes, resize, to_rgb
 from bastion.data.spec import DatasetSpec
 from bastion.data.tabular.preprocess import raw_violations
 from bastion.data.tabular.schema import FeatureKind
@@ -183,7 +184,7 @@ def parse_json(obj: Any, spec: DatasetSpec, *, max_inputs: int) -> Tensor:
 
 
 def parse_images(files: Sequence[tuple[str, bytes]], spec: DatasetSpec, *, max_inputs: int) -> Tensor:
-    """Uploaded PNG / PPM / PGM files -> (N, C, H, W) in [0, 1]: grey is replicated for RGB models,
+    """Uploaded PNG / JPEG / BMP / PPM / PGM files -> (N, C, H, W) in [0, 1]: grey is replicated for RGB models,
     sizes are resized bilinearly (as the folder readers do). Colour uploads to a grey model are refused."""
     if spec.modality != "image" or len(spec.input_shape) != 3:
         raise RequestError("files: this model takes JSON inputs, not image uploads", loc=("body", "files"))
@@ -200,7 +201,9 @@ def parse_images(files: Sequence[tuple[str, bytes]], spec: DatasetSpec, *, max_i
     for i, (name, data) in enumerate(files):
         loc: Loc = ("body", "files", i)
         try:
-            image = decode_image_bytes(data, f"files[{i}] ({name})"[:200], max_pixels=MAX_IMAGE_PIXELS)
+            image = decode_image_bytes(
+                data, f"files[{i}] ({name})"[:200], max_pixels=MAX_IMAGE_PIXELS, formats=UPLOAD_FORMATS
+            )
         except BastionError as exc:
             raise RequestError(str(exc)[:500], loc=loc) from None
         if channels == 3:
