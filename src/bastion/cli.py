@@ -184,6 +184,9 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from OUT/checkpoint/last.safetensors (same options).")
     ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the run already in OUT (its models, defenses and results).")
+    ] = False,
 ) -> None:
     """Train one model and write a run folder (weights, config, split, results.json).
 
@@ -196,7 +199,7 @@ def train(
         cfg = TrainConfig.from_yaml(
             config, data=data, model=model, method=method, epochs=epochs, eps=eps, seed=seed, device=device
         )
-        return run_train(cfg, out, hooks, resume=resume)
+        return run_train(cfg, out, hooks, resume=resume, force=force)
 
     _run_with_progress(verbose, out, job)
 
@@ -270,6 +273,9 @@ def experiment(
     config: Annotated[Path, typer.Argument(help="Experiment YAML: methods, datasets, seeds, train, evaluate.")],
     out: OutOpt = Path("runs/experiment"),
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Runs trained in parallel processes.")] = 1,
+    force: Annotated[
+        bool, typer.Option("--force", help="OUT holds another config: redo the runs whose settings changed.")
+    ] = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Methods x datasets x seeds, one folder per run (rerun to resume), then statistics across seeds."""
@@ -280,7 +286,7 @@ def experiment(
 
     def job() -> None:
         cfg = ExperimentConfig.from_yaml(config)
-        comparison = run_experiment(cfg, out, n_jobs=jobs)
+        comparison = run_experiment(cfg, out, n_jobs=jobs, force=force)
         for dataset, block in comparison["datasets"].items():
             for metric, m in block["metrics"].items():
                 for row in m["comparisons"]:
@@ -299,7 +305,9 @@ def export_cmd(
         str | None, typer.Option("--model", help="Model of the run; default: the one with a saved defense.")
     ] = None,
     onnx: Annotated[bool, typer.Option("--onnx", help="Add ONNX graphs, checked with onnxruntime.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing bundle at --out.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a previous bundle at --out (never any other file or folder).")
+    ] = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Write a deployable bundle: weights, manifest (data, defense, provenance, robustness), SHA256SUMS."""
@@ -379,6 +387,9 @@ def serve(
             raise ConfigError(
                 f"bastion serve needs the serve extra ({exc.name} is missing): pip install 'bastion[serve]'"
             ) from None
+        from bastion.service.app import check_port
+
+        check_port(port)
         loaded = load_bundle(bundle, expected_digest=expect_digest)
         settings = ServiceSettings(
             max_inputs=max_inputs,

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from bastion.config import StrictConfig
+from bastion.config import Seed, StrictConfig
 from bastion.defenses.config import DefenseConfig
 
 
@@ -14,7 +14,7 @@ class TrainConfig(StrictConfig):
     """``bastion train``: data, architecture, method and its schedule, optimiser."""
 
     data: str = "digits"
-    seed: int = 0
+    seed: Seed = 0
     device: str = "auto"
     model: str = "cnn"
     model_options: dict[str, Any] = Field(default_factory=dict)
@@ -31,7 +31,7 @@ class TrainConfig(StrictConfig):
     stages: list[dict[str, Any]] | None = None
     batch_size: int = Field(default=128, ge=1)
     optimizer: Literal["adam", "sgd"] = "adam"
-    lr: float = Field(default=1e-3, gt=0)
+    lr: float = Field(default=1e-3, gt=0, le=10)
     weight_decay: float = Field(default=0.0, ge=0)
     lr_schedule: Literal["constant", "cosine"] = "cosine"
     val_examples: int = Field(default=256, ge=0)
@@ -56,7 +56,7 @@ class EvalConfig(StrictConfig):
     """``bastion evaluate``: which attacks, which budgets, on how many test examples."""
 
     data: str | None = None
-    seed: int = 0
+    seed: Seed = 0
     device: str = "auto"
     suite: str = "default"
     norm: Literal["linf", "l2"] = "linf"
@@ -81,7 +81,7 @@ class DemoConfig(StrictConfig):
     """``bastion demo``: standard vs progressive TRADES on digits, plus the runtime defense."""
 
     data: str = "digits"
-    seed: int = 0
+    seed: Seed = 0
     device: str = "auto"
     epochs: int = Field(default=30, ge=1)
     eps_train: float = Field(default=0.2, ge=0)

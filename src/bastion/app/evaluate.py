@@ -14,7 +14,7 @@ from torch import nn
 from bastion._typing import Norm
 from bastion.app.config import EvalConfig
 from bastion.app.evaluate_tabular import run_evaluate_tabular
-from bastion.app.runtime import EvalPlan, Hooks, resolve_device, threat_record, write_outputs
+from bastion.app.runtime import EvalPlan, Hooks, check_out_dir, resolve_device, threat_record, write_outputs
 from bastion.artifacts.results import new_results
 from bastion.data.sources import load_dataset
 from bastion.data.spec import Dataset, Split
@@ -39,6 +39,7 @@ def check_data_matches(model_dir: Path, data: Dataset) -> None:
 def run_evaluate(path: Path, cfg: EvalConfig, out: Path, hooks: Hooks | None = None) -> dict[str, Any]:
     """Every model (and saved defense) under a run folder, or one model folder; writes ``out``."""
     hooks = hooks or Hooks()
+    check_out_dir(out)
     device = resolve_device(cfg.device)
     models = checkpoint.model_dirs(path)
     description = checkpoint.read_description(next(iter(models.values())))

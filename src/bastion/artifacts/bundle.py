@@ -190,12 +190,12 @@ def export_bundle(
 
     Raises:
         CheckpointError: unknown or ambiguous model, unreadable run files, ``out`` exists (without
-            ``overwrite``), or an ONNX graph that does not reproduce the PyTorch outputs.
+            ``overwrite``; with it, ``out`` must be a previous bundle, see :func:`check_replaceable`), or an
+            ONNX graph that does not reproduce the PyTorch outputs.
     """
     run_dir, out = Path(run_dir), Path(out)
     name, model_dir = _choose_model(run_dir, model)
-    if out.exists() and not overwrite:
-        raise CheckpointError(f"{out} already exists; choose another --out or pass --force to replace it")
+    check_replaceable(out, run_dir, overwrite=overwrite)
     net = checkpoint.load_model(model_dir)
     spec = checkpoint.load_spec(model_dir)
     description = checkpoint.read_description(model_dir)
@@ -219,6 +219,40 @@ def export_bundle(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out, digest
+
+
+def is_bundle(path: Path) -> bool:
+    """True when ``path`` is a folder holding a bastion bundle manifest (and its SHA256SUMS)."""
+    if not path.is_dir() or path.is_symlink() or not (path / SUMS).is_file():
+        return False
+    try:
+        read_manifest(path)
+    except CheckpointError:
+        return False
+    return True
+
+
+def check_replaceable(out: Path, source: Path, *, overwrite: bool) -> None:
+    """Refuse to write a bundle where it would destroy something that is not a previous bundle.
+
+    ``out`` may be absent; with ``overwrite`` it may also be a previous bundle (recognised by its manifest),
+    as long as the source run is not inside it. A file, a run folder or any other folder is never replaced.
+
+    Raises:
+        CheckpointError: naming ``out`` and why it is kept.
+    """
+    if not out.exists() and not out.is_symlink():
+        return
+    if not overwrite:
+        raise CheckpointError(
+            f"{out} already exists; choose another --out or pass --force to replace a previous bundle"
+        )
+    if not is_bundle(out):
+        kind = "a file" if not out.is_dir() or out.is_symlink() else "a folder that is not a bastion bundle"
+        raise CheckpointError(f"--force replaces only a previous bundle, and {out} is {kind}; it was left untouched")
+    src, dst = source.resolve(), out.resolve()
+    if src == dst or dst in src.parents:
+        raise CheckpointError(f"--out {out} contains the source {source}; write the bundle somewhere else")
 
 
 def _only(*names: str) -> Any:
