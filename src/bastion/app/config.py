@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from bastion.config import Seed, StrictConfig
 from bastion.defenses.config import DefenseConfig
+from bastion.evaluation.record import check_eps_keys
 
 
 class TrainConfig(StrictConfig):
@@ -51,6 +52,25 @@ class TrainConfig(StrictConfig):
     amp: bool = False
     channels_last: bool = False
 
+    @model_validator(mode="before")
+    @classmethod
+    def _epochs_from_stages(cls, data: Any) -> Any:
+        """With ``stages``, the run trains for their total epochs: that is what ``epochs`` records.
+
+        An explicit ``epochs`` that disagrees is an error, not silently overridden.
+        """
+        if not isinstance(data, dict) or not isinstance(data.get("stages"), list):
+            return data
+        counts = [s.get("epochs") if isinstance(s, dict) else None for s in data["stages"]]
+        if not counts or not all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
+            return data  # the schedule itself reports malformed stages
+        total = sum(int(c) for c in counts if c is not None)
+        if "epochs" in data and data["epochs"] != total:
+            raise ValueError(
+                f"epochs is {data['epochs']!r} but the stages add up to {total} epochs; drop epochs or make them agree"
+            )
+        return {**data, "epochs": total}
+
 
 class EvalConfig(StrictConfig):
     """``bastion evaluate``: which attacks, which budgets, on how many test examples."""
@@ -74,6 +94,7 @@ class EvalConfig(StrictConfig):
             raise ValueError("give at least one eps")
         if any(e < 0 for e in v):
             raise ValueError(f"eps must be >= 0, got {v}")
+        check_eps_keys(v)
         return sorted(set(v))
 
 

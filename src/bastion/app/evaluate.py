@@ -19,7 +19,7 @@ from bastion.artifacts.results import new_results
 from bastion.data.sources import load_dataset
 from bastion.data.spec import Dataset, Split
 from bastion.defenses.store import load_defense
-from bastion.errors import CheckpointError
+from bastion.errors import CheckpointError, ConfigError
 from bastion.evaluation import distributed
 from bastion.evaluation.suites import build_suite
 from bastion.models import checkpoint
@@ -45,6 +45,11 @@ def run_evaluate(path: Path, cfg: EvalConfig, out: Path, hooks: Hooks | None = N
     description = checkpoint.read_description(next(iter(models.values())))
     if description["dataset"].get("modality") == "tabular":
         return run_evaluate_tabular(path, cfg, out, hooks, device=device)
+    if cfg.save_adversarial:
+        raise ConfigError(
+            f"--save-adversarial writes adversarial records in a tabular file's format; {path} holds image "
+            "models, for which it is not supported (drop the option)"
+        )
     spec_str = cfg.data or description["dataset"]["source"]
     seed = cfg.seed if cfg.data else int(description.get("seed", cfg.seed))
     data = load_dataset(spec_str, seed=seed)

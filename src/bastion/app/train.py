@@ -52,15 +52,7 @@ def train_model(
     hooks = hooks or Hooks()
     if len(data.train) == 0:
         raise ConfigError(f"{data.spec.source} has no training examples (a test-only folder?); train on another SPEC")
-    mean, std = normalization_stats(data.train.x)
-    arch = Architecture(
-        name=cfg.model,
-        input_shape=data.spec.input_shape,
-        num_classes=data.spec.num_classes,
-        mean=mean,
-        std=std,
-        options=dict(cfg.model_options),
-    )
+    arch = architecture(cfg, data)
     model = build_model(arch, seed=cfg.seed).to(device)
     if cfg.init_from is not None:
         warm_start(model, cfg.init_from, arch)
@@ -92,6 +84,19 @@ def train_model(
     if teacher_record is not None:
         record.add_teacher(teacher_record)
     return model, arch, record
+
+
+def architecture(cfg: TrainConfig, data: Dataset) -> Architecture:
+    """The architecture cfg asks for, sized by the data (normalization from the training inputs)."""
+    mean, std = normalization_stats(data.train.x)
+    return Architecture(
+        name=cfg.model,
+        input_shape=data.spec.input_shape,
+        num_classes=data.spec.num_classes,
+        mean=mean,
+        std=std,
+        options=dict(cfg.model_options),
+    )
 
 
 def warm_start(model: nn.Module, path: str, arch: Architecture) -> None:
@@ -156,6 +161,9 @@ def _run_train(
     if resume and not (out / "checkpoint" / "last.safetensors").is_file():
         raise CheckpointError(f"--resume: no checkpoint at {out / 'checkpoint' / 'last.safetensors'}")
     data = load_dataset(cfg.data, seed=cfg.seed)
+    if len(data.train) > 0:  # bad model options fail here (on the meta device), before the old run is replaced
+        with torch.device("meta"):
+            build_model(architecture(cfg, data))
     if previous and ddp.is_main():
         log.info("replacing the previous run in %s (%s)", out, ", ".join(p.name for p in previous))
         clear_run_entries(previous)

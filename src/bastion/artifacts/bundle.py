@@ -347,6 +347,22 @@ def load_bundle(path: str | Path, *, expected_digest: str | None = None, device:
     spec = checkpoint.load_spec(directory / MODEL_DIR)
     if spec.fingerprint() != manifest.get("dataset_fingerprint"):
         raise CheckpointError(f"{directory}: {MANIFEST} describes other data than {MODEL_DIR}/model.json")
+    description = checkpoint.read_description(directory / MODEL_DIR)
+    advertised = {
+        "input_shape": (manifest.get("input_shape"), list(spec.input_shape)),
+        "classes": (manifest.get("classes"), list(spec.classes)),
+        "modality": (manifest.get("modality"), spec.modality),
+        "model.architecture": ((manifest.get("model") or {}).get("architecture"), description.get("architecture")),
+        "model.weights_sha256": (
+            (manifest.get("model") or {}).get("weights_sha256"),
+            description.get("weights_sha256"),
+        ),
+    }
+    for key, (claimed, actual) in advertised.items():
+        if claimed != actual:  # a service would advertise what it does not accept
+            raise CheckpointError(
+                f"{directory}: {MANIFEST} {key} is {claimed!r} but {MODEL_DIR}/model.json says {actual!r}"[:500]
+            )
     has_defense = (directory / DEFENSE_DIR).is_dir()
     if has_defense != (manifest.get("defense") is not None):
         raise CheckpointError(f"{directory}: {MANIFEST} and the {DEFENSE_DIR}/ folder disagree on the defense")
