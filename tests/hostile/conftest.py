@@ -6,11 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from hostile_fixtures import make_run
 
 from bastion.data import Dataset
-from bastion.defenses.config import DefenseConfig
-from bastion.defenses.store import build_defense, save_defense
-from bastion.models import checkpoint
 from bastion.models.registry import Architecture, build_model, normalization_stats
 
 
@@ -30,14 +28,6 @@ def tiny_arch(digits: Dataset) -> Architecture:
 @pytest.fixture(scope="session")
 def tiny_model(tiny_arch: Architecture) -> torch.nn.Module:
     return build_model(tiny_arch, seed=0).eval()
-
-
-def make_run(root: Path, digits: Dataset, arch: Architecture, model: torch.nn.Module, name: str = "mlp") -> Path:
-    """A run folder with one model and its saved Mahalanobis + bit-depth defense."""
-    checkpoint.save_model(model, arch, digits.spec, root / "models" / name, extra={"seed": 0})
-    defense = build_defense(model, DefenseConfig(), digits.train, digits.val, domain=digits.spec.domain)
-    save_defense(defense, root / "defenses" / name)
-    return root
 
 
 @pytest.fixture

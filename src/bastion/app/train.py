@@ -20,7 +20,7 @@ from bastion.data.spec import Dataset
 from bastion.errors import CheckpointError, ConfigError
 from bastion.evaluation.accuracy import accuracy
 from bastion.models import checkpoint
-from bastion.models.registry import Architecture, build_model, normalization_stats
+from bastion.models.registry import Architecture, build_model, check_buildable, normalization_stats
 from bastion.threat import ThreatModel
 from bastion.training import distributed as ddp
 from bastion.training.methods import MethodConfig, build_method
@@ -162,8 +162,7 @@ def _run_train(
         raise CheckpointError(f"--resume: no checkpoint at {out / 'checkpoint' / 'last.safetensors'}")
     data = load_dataset(cfg.data, seed=cfg.seed)
     if len(data.train) > 0:  # bad model options fail here (on the meta device), before the old run is replaced
-        with torch.device("meta"):
-            build_model(architecture(cfg, data))
+        check_buildable(architecture(cfg, data))
     if previous and ddp.is_main():
         log.info("replacing the previous run in %s (%s)", out, ", ".join(p.name for p in previous))
         clear_run_entries(previous)

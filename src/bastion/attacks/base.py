@@ -101,7 +101,12 @@ def check_batch(x: Tensor, goal: Goal, threat: ThreatModel) -> None:
         )
     if not isinstance(goal, Diverge) and ref.dim() != 1:
         raise InputValidationError(f"labels must have shape (N,), got {tuple(ref.shape)}")
-    infeasible = ~threat.domain.is_feasible(x, x)
+    try:
+        infeasible = ~threat.domain.is_feasible(x, x)
+    except RuntimeError as exc:  # a shape the domain cannot broadcast against
+        raise InputValidationError(
+            f"x of shape {tuple(x.shape)} does not fit the threat model's input domain: {exc}"[:500]
+        ) from None
     if infeasible.any():
         raise InputValidationError(
             f"x[{int(infeasible.nonzero()[0])}] is outside the input domain; attacks start from legal inputs"

@@ -77,15 +77,25 @@ def build_model(arch: Architecture, *, seed: int | None = None) -> ImageClassifi
             :data:`MAX_PARAMETERS` parameters (``hidden: [10000000]``), found before allocating.
     """
     if torch.empty(0).device.type != "meta":
-        with torch.device("meta"):
-            skeleton = _build(arch, None)
-        n_params = sum(p.numel() for p in skeleton.parameters())
-        if n_params > MAX_PARAMETERS:
-            raise ConfigError(
-                f"model {arch.name!r} with options {arch.options} would have {n_params:,} parameters, "
-                f"more than the limit of {MAX_PARAMETERS:,}"
-            )
+        check_buildable(arch)
     return _build(arch, seed)
+
+
+def check_buildable(arch: Architecture) -> int:
+    """Build ``arch`` on the ``meta`` device (no memory) and return its parameter count.
+
+    Raises:
+        ConfigError: bad options, or more than :data:`MAX_PARAMETERS` parameters.
+    """
+    with torch.device("meta"):
+        skeleton = _build(arch, None)
+    n_params = sum(p.numel() for p in skeleton.parameters())
+    if n_params > MAX_PARAMETERS:
+        raise ConfigError(
+            f"model {arch.name!r} with options {arch.options} would have {n_params:,} parameters, "
+            f"more than the limit of {MAX_PARAMETERS:,}"
+        )
+    return n_params
 
 
 def _build(arch: Architecture, seed: int | None) -> ImageClassifier:
