@@ -259,3 +259,12 @@ def test_attacks_and_decide_refuse_wrong_dtype_shape_and_empty_batches(tiny_mode
         defense.decide(torch.zeros(0, 1, 8, 8))
     with pytest.raises(InputValidationError, match="empty batch"):
         PGD(n_steps=2)(tiny_model, x[:0], Misclassify(y[:0]), threat)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_float16_attacks_stay_inside_the_budget(tiny_arch, digits: Dataset, norm: str) -> None:
+    model = build_model(tiny_arch, seed=0).half().eval()
+    x, y = digits.test.x[:32].half(), digits.test.y[:32]
+    threat = ThreatModel(norm=norm, eps=0.1 if norm == "linf" else 0.5, domain=digits.spec.domain)
+    result = PGD(n_steps=3)(model, x, Misclassify(y), threat, rng=torch.Generator().manual_seed(0))
+    assert float(threat.distance(result.x_adv.float(), x.float()).max()) <= threat.eps

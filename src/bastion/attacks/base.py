@@ -170,6 +170,26 @@ def check_labels(logits: Tensor, goal: Goal) -> None:
         )
 
 
+#: Dtypes whose rounding can push x + delta past the budget: the final projection runs in float32.
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def project_legal(threat: ThreatModel, x_adv: Tensor, x: Tensor) -> Tensor:
+    """``x_adv`` projected onto the threat model and repaired into the domain, in ``x_adv``'s dtype.
+
+    In float16 / bfloat16, rounding the projected point can land one ulp outside the ball (~1e-4 at eps
+    0.1). There the projection runs in float32 and each element is rounded toward ``x`` instead, so
+    ``|x_adv - x|`` never grows in any coordinate and the budget holds in every norm.
+    """
+    if x_adv.dtype not in LOW_PRECISION:
+        return threat.domain.repair(threat.project(x_adv, x), x)
+    x32 = x.float()
+    legal32 = threat.domain.repair(threat.project(x_adv.float(), x32), x32)
+    rounded = legal32.to(x_adv.dtype)
+    outward = (rounded.float() - x32).abs() > (legal32 - x32).abs()
+    return torch.where(outward, torch.nextafter(rounded, x.to(x_adv.dtype)), rounded)
+
+
 class Attack(ABC):
     """Subclasses are frozen keyword-only dataclasses of hyperparameters; model, data and budget per call.
 
@@ -215,7 +235,7 @@ class Attack(ABC):
                 idx = todo.nonzero().squeeze(1)
                 out = self._perturb(counted, x[idx], goal.subset(idx), threat, rng)
                 sub = (out.x_adv if isinstance(out, Perturbation) else out).detach()
-                legal = threat.domain.repair(threat.project(sub, x[idx]), x[idx])
+                legal = project_legal(threat, sub, x[idx])
                 x_adv[idx] = legal
                 scored = isinstance(out, Perturbation) and out.logits is not None and torch.equal(legal, sub)
                 if scored:
