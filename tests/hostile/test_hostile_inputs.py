@@ -268,3 +268,12 @@ def test_float16_attacks_stay_inside_the_budget(tiny_arch, digits: Dataset, norm
     threat = ThreatModel(norm=norm, eps=0.1 if norm == "linf" else 0.5, domain=digits.spec.domain)
     result = PGD(n_steps=3)(model, x, Misclassify(y), threat, rng=torch.Generator().manual_seed(0))
     assert float(threat.distance(result.x_adv.float(), x.float()).max()) <= threat.eps
+
+
+def test_save_adversarial_on_image_models_is_an_error_not_ignored(tiny_run: Path, tmp_path: Path) -> None:
+    from bastion.app.evaluate import run_evaluate
+
+    cfg = EvalConfig.parse({"save_adversarial": str(tmp_path / "adv.csv"), "suite": "quick", "eps": [0.1]})
+    with pytest.raises(ConfigError, match="--save-adversarial .* not supported"):
+        run_evaluate(tiny_run, cfg, tmp_path / "ev")
+    assert not (tmp_path / "ev").exists()

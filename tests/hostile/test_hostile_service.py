@@ -118,3 +118,18 @@ def test_slow_header_connections_are_dropped(bundle) -> None:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def test_a_manifest_advertising_another_shape_is_refused(tiny_run: Path, tmp_path: Path) -> None:
+    import json
+
+    from bastion.artifacts.bundle import write_sums
+    from bastion.errors import CheckpointError
+
+    out, _ = export_bundle(tiny_run, tmp_path / "b")
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["input_shape"] = [3, 32, 32]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    write_sums(out)  # consistent checksums: only the content disagrees
+    with pytest.raises(CheckpointError, match="input_shape is \\[3, 32, 32\\] but model/model.json says \\[1, 8, 8\\]"):
+        load_bundle(out)
