@@ -393,7 +393,7 @@ def serve(
         access_log=False,
         http=header_timeout_protocol(settings.header_timeout_s),
         limit_concurrency=settings.max_connections,
-        h11_max_incomplete_event_size=64 << 10,  # request line + headers: 64 KiB at most
+        h11_max_incomplete_event_size=64 << 10,  # request line + headers (h11; httptools has its own)
     )
 
 
@@ -405,19 +405,22 @@ def check_port(port: int) -> int:
 
 
 def header_timeout_protocol(timeout_s: float) -> type[Any]:
-    """uvicorn's h11 protocol, closing connections whose request headers do not arrive within ``timeout_s``.
+    """uvicorn's HTTP protocol (httptools if installed, else h11: what uvicorn picks itself), closing
+    connections whose request headers do not arrive within ``timeout_s``.
 
     uvicorn times out idle keep-alive connections but not a client trickling a request line and headers
     (slowloris). A timer checks every ``timeout_s`` whether a new request started since the last check while
     none is in flight; if not, the connection is closed. Bodies are bounded separately (408, see
     ``parse_request``).
     """
-    from uvicorn.protocols.http.h11_impl import H11Protocol
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
     if not timeout_s > 0:
         raise ConfigError(f"header timeout must be > 0, got {timeout_s}")
 
-    class HeaderTimeoutProtocol(H11Protocol):
+    base: Any = AutoHTTPProtocol  # both implementations create ``cycle`` once a request's headers are complete
+
+    class HeaderTimeoutProtocol(base):
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
             self._seen_cycle: Any = None
