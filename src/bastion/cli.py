@@ -365,6 +365,9 @@ def serve(
     ] = 0.0,
     audit_log: Annotated[Path | None, typer.Option("--audit-log", help="JSONL file of flagged inputs.")] = None,
     audit_max_bytes: Annotated[int, typer.Option("--audit-max-bytes", help="Rotate the audit log above.")] = 10 << 20,
+    header_timeout: Annotated[
+        float, typer.Option("--header-timeout", help="Close connections whose headers take longer, seconds.")
+    ] = 10.0,
     no_defense: Annotated[bool, typer.Option("--no-defense", help="Serve the bare model (benchmarks).")] = False,
     threads: Annotated[int, typer.Option("--threads", help="Torch intra-op threads; 0 = torch's default.")] = 1,
     expect_digest: Annotated[
@@ -402,6 +405,7 @@ def serve(
             defend=not no_defense,
             audit_log=audit_log,
             audit_max_bytes=audit_max_bytes,
+            header_timeout_s=header_timeout,
         )
         err_console.print(f"serving {loaded.name} from {bundle} on http://{host}:{port} (digest {loaded.digest})")
         run_service(loaded, settings, host=host, port=port, threads=threads or None)

@@ -365,6 +365,9 @@ def write_report(paths: list[Path], out: Path, title: str = "bastion report") ->
     for target in (out, out.with_suffix(".md")):
         if target.is_dir():
             raise ConfigError(f"--out {target} is an existing folder; name the HTML file to write")
+    figures = out.parent / f"{out.stem}_files"
+    if figures.exists() and not figures.is_dir():
+        raise ConfigError(f"--out {out}: the figures folder {figures} is an existing file; choose another --out")
     for parent in out.parents:
         if parent.exists() and not parent.is_dir():
             raise ConfigError(f"--out {out}: {parent} is a file, not a folder")
