@@ -65,3 +65,25 @@ def test_evaluation_without_malicious_rows_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DataFormatError, match="none of the 30 test rows is malicious"):
         run_evaluate(tmp_path / "run", ecfg, tmp_path / "ev")
     assert not (tmp_path / "ev" / "results.json").exists()
+
+
+def test_bench_tabular_saves_every_model_its_results_name(tmp_path: Path) -> None:
+    """results.json's `path` promises `bastion evaluate DIR/PATH --data OTHER_FILE` works (issue 17)."""
+    import importlib
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    bench = importlib.import_module("bench.tabular")
+    from bastion.data import load_tabular
+    from bastion.models.registry import build_model
+
+    train = tmp_path / "KDDTrain+.txt"
+    train.write_text(_kdd(60, 2))
+    data = load_tabular(f"nsl-kdd:{train}", seed=0)
+    model = build_model(bench.mlp_arch(data), seed=0).eval()
+    record = {"method": "standard", "gradient_evaluations": 0, "wall_time_s": 0.0}
+    bench.save_bench_model(tmp_path / "out" / "nsl-kdd" / "standard", model, data, record, 0)
+    other = tmp_path / "other.txt"
+    other.write_text(_kdd(30, 2))
+    ecfg = EvalConfig.parse({"data": f"nsl-kdd:{other}", "suite": "quick", "eps": [0.1], "checks_examples": 0})
+    results = run_evaluate(tmp_path / "out" / "nsl-kdd" / "standard", ecfg, tmp_path / "ev")
+    assert results["models"]["standard"]["n_examples"] == 30
