@@ -58,6 +58,9 @@ def read_description(directory: str | Path) -> dict[str, Any]:
     d = read_json_file(path, what="model description")
     if not isinstance(d, dict) or d.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: unsupported or missing format version (expected {FORMAT_VERSION})")
+    for key in ("architecture", "dataset"):
+        if not isinstance(d.get(key), dict):
+            raise CheckpointError(f"{path}: key {key!r} is missing or not an object")
     return d
 
 
