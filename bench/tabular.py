@@ -43,6 +43,7 @@ from bastion.evaluation.tabular import evaluate_tabular, evaluate_tabular_detect
 from bastion.evaluation.transfer import SklearnClassifier, drift_accuracy, transfer_matrix
 from bastion.goals import Reach
 from bastion.io import atomic_write_text
+from bastion.models import checkpoint
 from bastion.models.registry import Architecture, build_model, normalization_stats
 from bastion.render.summary import to_markdown
 from bastion.threat import ThreatModel
@@ -109,16 +110,7 @@ def train(
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train an MLP by method name, or with ``objective`` (distillation) under a clean schedule."""
     spec = data.dataset.spec
-    mean, std = normalization_stats(data.dataset.train.x)
-    arch = Architecture(
-        name="mlp",
-        input_shape=spec.input_shape,
-        num_classes=spec.num_classes,
-        mean=mean,
-        std=std,
-        options={"hidden": [128, 64]},
-    )
-    model = build_model(arch, seed=seed)
+    model = build_model(mlp_arch(data), seed=seed)
     config = MethodConfig(epochs=epochs, eps=eps, n_steps=5, beta=beta, n_stages=3, min_steps=1)
     if objective is None:
         objective, schedule = build_method(method, config)
@@ -135,6 +127,26 @@ def train(
         seed=seed,
     )
     return model.eval(), record.to_dict()
+
+
+def mlp_arch(data: Any) -> Architecture:
+    """The benchmark's MLP for one dataset (normalization from its training rows)."""
+    spec = data.dataset.spec
+    mean, std = normalization_stats(data.dataset.train.x)
+    return Architecture(
+        name="mlp",
+        input_shape=spec.input_shape,
+        num_classes=spec.num_classes,
+        mean=mean,
+        std=std,
+        options={"hidden": [128, 64]},
+    )
+
+
+def save_bench_model(directory: Path, model: torch.nn.Module, data: Any, record: dict[str, Any], seed: int) -> None:
+    """A model folder like `bastion train` writes, so `bastion evaluate DIR/DATASET/METHOD --data ...` works."""
+    extra = {"training": record, "seed": seed, "split": data.dataset.describe()}
+    checkpoint.save_model(model, mlp_arch(data), data.dataset.spec, directory, extra=extra)
 
 
 def nsl_kdd_studies(
@@ -441,6 +453,16 @@ def bench_dataset(
         outcomes[method] = out
         entry = ev.to_dict()
         entry["training"] = record
+        # Every path results.json names is saved: a model folder, or for the ensemble a run folder of its
+        # members (`bastion evaluate` re-evaluates each member; the ensemble itself has no saved form yet).
+        if isinstance(model, AdaptiveEnsemble):
+            for member in ROBUST:
+                save_bench_model(
+                    args.out / dname / method / "models" / member, trained[member], data, records[member], args.seed
+                )
+            entry["members"] = [f"{dname}/{method}/models/{m}" for m in ROBUST]
+        else:
+            save_bench_model(args.out / dname / method, model, data, record, args.seed)
         entry["path"] = f"{dname}/{method}"
         results["models"][f"{dname}/{method}"] = entry
         rob = entry["robust_accuracy"]["ensemble"]

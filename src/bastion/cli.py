@@ -185,6 +185,9 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from OUT/checkpoint/last.safetensors (same options).")
     ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the run already in OUT (its models, defenses and results).")
+    ] = False,
 ) -> None:
     """Train one model and write a run folder (weights, config, split, results.json).
 
@@ -197,7 +200,7 @@ def train(
         cfg = TrainConfig.from_yaml(
             config, data=data, model=model, method=method, epochs=epochs, eps=eps, seed=seed, device=device
         )
-        return run_train(cfg, out, hooks, resume=resume)
+        return run_train(cfg, out, hooks, resume=resume, force=force)
 
     _run_with_progress(verbose, out, job)
 
@@ -271,6 +274,9 @@ def experiment(
     config: Annotated[Path, typer.Argument(help="Experiment YAML: methods, datasets, seeds, train, evaluate.")],
     out: OutOpt = Path("runs/experiment"),
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Runs trained in parallel processes.")] = 1,
+    force: Annotated[
+        bool, typer.Option("--force", help="OUT holds another config: redo the runs whose settings changed.")
+    ] = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Methods x datasets x seeds, one folder per run (rerun to resume), then statistics across seeds."""
@@ -281,7 +287,7 @@ def experiment(
 
     def job() -> None:
         cfg = ExperimentConfig.from_yaml(config)
-        comparison = run_experiment(cfg, out, n_jobs=jobs)
+        comparison = run_experiment(cfg, out, n_jobs=jobs, force=force)
         for dataset, block in comparison["datasets"].items():
             for metric, m in block["metrics"].items():
                 for row in m["comparisons"]:
@@ -300,7 +306,9 @@ def export_cmd(
         str | None, typer.Option("--model", help="Model of the run; default: the one with a saved defense.")
     ] = None,
     onnx: Annotated[bool, typer.Option("--onnx", help="Add ONNX graphs, checked with onnxruntime.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing bundle at --out.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a previous bundle at --out (never any other file or folder).")
+    ] = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Write a deployable bundle: weights, manifest (data, defense, provenance, robustness), SHA256SUMS."""
@@ -358,6 +366,9 @@ def serve(
     ] = 0.0,
     audit_log: Annotated[Path | None, typer.Option("--audit-log", help="JSONL file of flagged inputs.")] = None,
     audit_max_bytes: Annotated[int, typer.Option("--audit-max-bytes", help="Rotate the audit log above.")] = 10 << 20,
+    header_timeout: Annotated[
+        float, typer.Option("--header-timeout", help="Close connections whose headers take longer, seconds.")
+    ] = 10.0,
     no_defense: Annotated[bool, typer.Option("--no-defense", help="Serve the bare model (benchmarks).")] = False,
     threads: Annotated[int, typer.Option("--threads", help="Torch intra-op threads; 0 = torch's default.")] = 1,
     expect_digest: Annotated[
@@ -380,6 +391,9 @@ def serve(
             raise ConfigError(
                 f"bastion serve needs the serve extra ({exc.name} is missing): pip install 'bastion[serve]'"
             ) from None
+        from bastion.service.app import check_port
+
+        check_port(port)
         loaded = load_bundle(bundle, expected_digest=expect_digest)
         settings = ServiceSettings(
             max_inputs=max_inputs,
@@ -392,6 +406,7 @@ def serve(
             defend=not no_defense,
             audit_log=audit_log,
             audit_max_bytes=audit_max_bytes,
+            header_timeout_s=header_timeout,
         )
         err_console.print(f"serving {loaded.name} from {bundle} on http://{host}:{port} (digest {loaded.digest})")
         run_service(loaded, settings, host=host, port=port, threads=threads or None)

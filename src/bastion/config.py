@@ -11,21 +11,59 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import MISSING, fields, is_dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bastion.errors import ConfigError
 
 C = TypeVar("C", bound="StrictConfig")
 D = TypeVar("D")
 
+#: The largest seed bastion accepts: every RNG it seeds (torch, numpy, python) takes 0..2**32-1.
+MAX_SEED = 2**32 - 1
+#: A seed for splits, initialisation and attacks.
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a mapping with a repeated key (YAML itself lets the last one win)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: construct_mapping reports it
+                break
+            if duplicate:
+                mark = key_node.start_mark
+                raise ConfigError(f"duplicate key {key!r} at line {mark.line + 1}, column {mark.column + 1}")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """Parse YAML safely (no tags that build objects) and refuse duplicate keys, naming ``source``.
+
+    Raises:
+        ConfigError: invalid YAML or a repeated key.
+    """
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    except (yaml.YAMLError, RecursionError, ValueError, TypeError) as exc:
+        raise ConfigError(f"{source} is not valid YAML: {exc}"[:800]) from None
+
 
 class StrictConfig(BaseModel):
     """A frozen pydantic model that rejects unknown keys, read from YAML plus command-line overrides."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity are never valid settings (``beta: .inf`` would train into NaN and half-write a run).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     @classmethod
     def from_yaml(cls: type[C], path: str | Path | None, **overrides: Any) -> C:
@@ -36,9 +74,12 @@ class StrictConfig(BaseModel):
             if not path.is_file():
                 raise ConfigError(f"config file not found: {path}")
             try:
-                loaded = yaml.safe_load(path.read_text())
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+                text = path.read_bytes().decode("utf-8")
+            except OSError as exc:
+                raise ConfigError(f"cannot read config file {path}: {exc}") from None
+            except UnicodeDecodeError as exc:
+                raise ConfigError(f"config file {path} is not UTF-8 text: {exc}") from None
+            loaded = load_yaml(text, str(path))
             if loaded is None:
                 loaded = {}
             if not isinstance(loaded, dict):

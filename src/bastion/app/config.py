@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from bastion.config import StrictConfig
+from bastion.config import Seed, StrictConfig
 from bastion.defenses.config import DefenseConfig
+from bastion.evaluation.record import check_eps_keys
 
 
 class TrainConfig(StrictConfig):
     """``bastion train``: data, architecture, method and its schedule, optimiser."""
 
     data: str = "digits"
-    seed: int = 0
+    seed: Seed = 0
     device: str = "auto"
     model: str = "cnn"
     model_options: dict[str, Any] = Field(default_factory=dict)
@@ -31,7 +32,7 @@ class TrainConfig(StrictConfig):
     stages: list[dict[str, Any]] | None = None
     batch_size: int = Field(default=128, ge=1)
     optimizer: Literal["adam", "sgd"] = "adam"
-    lr: float = Field(default=1e-3, gt=0)
+    lr: float = Field(default=1e-3, gt=0, le=10)
     weight_decay: float = Field(default=0.0, ge=0)
     lr_schedule: Literal["constant", "cosine"] = "cosine"
     val_examples: int = Field(default=256, ge=0)
@@ -51,12 +52,31 @@ class TrainConfig(StrictConfig):
     amp: bool = False
     channels_last: bool = False
 
+    @model_validator(mode="before")
+    @classmethod
+    def _epochs_from_stages(cls, data: Any) -> Any:
+        """With ``stages``, the run trains for their total epochs: that is what ``epochs`` records.
+
+        An explicit ``epochs`` that disagrees is an error, not silently overridden.
+        """
+        if not isinstance(data, dict) or not isinstance(data.get("stages"), list):
+            return data
+        counts = [s.get("epochs") if isinstance(s, dict) else None for s in data["stages"]]
+        if not counts or not all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
+            return data  # the schedule itself reports malformed stages
+        total = sum(int(c) for c in counts if c is not None)
+        if "epochs" in data and data["epochs"] != total:
+            raise ValueError(
+                f"epochs is {data['epochs']!r} but the stages add up to {total} epochs; drop epochs or make them agree"
+            )
+        return {**data, "epochs": total}
+
 
 class EvalConfig(StrictConfig):
     """``bastion evaluate``: which attacks, which budgets, on how many test examples."""
 
     data: str | None = None
-    seed: int = 0
+    seed: Seed = 0
     device: str = "auto"
     suite: str = "default"
     norm: Literal["linf", "l2"] = "linf"
@@ -74,6 +94,7 @@ class EvalConfig(StrictConfig):
             raise ValueError("give at least one eps")
         if any(e < 0 for e in v):
             raise ValueError(f"eps must be >= 0, got {v}")
+        check_eps_keys(v)
         return sorted(set(v))
 
 
@@ -81,7 +102,7 @@ class DemoConfig(StrictConfig):
     """``bastion demo``: standard vs progressive TRADES on digits, plus the runtime defense."""
 
     data: str = "digits"
-    seed: int = 0
+    seed: Seed = 0
     device: str = "auto"
     epochs: int = Field(default=30, ge=1)
     eps_train: float = Field(default=0.2, ge=0)

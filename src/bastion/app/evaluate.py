@@ -14,12 +14,12 @@ from torch import nn
 from bastion._typing import Norm
 from bastion.app.config import EvalConfig
 from bastion.app.evaluate_tabular import run_evaluate_tabular
-from bastion.app.runtime import EvalPlan, Hooks, resolve_device, threat_record, write_outputs
+from bastion.app.runtime import EvalPlan, Hooks, check_out_dir, resolve_device, threat_record, write_outputs
 from bastion.artifacts.results import new_results
 from bastion.data.sources import load_dataset
 from bastion.data.spec import Dataset, Split
 from bastion.defenses.store import load_defense
-from bastion.errors import CheckpointError
+from bastion.errors import CheckpointError, ConfigError
 from bastion.evaluation import distributed
 from bastion.evaluation.suites import build_suite
 from bastion.models import checkpoint
@@ -39,11 +39,17 @@ def check_data_matches(model_dir: Path, data: Dataset) -> None:
 def run_evaluate(path: Path, cfg: EvalConfig, out: Path, hooks: Hooks | None = None) -> dict[str, Any]:
     """Every model (and saved defense) under a run folder, or one model folder; writes ``out``."""
     hooks = hooks or Hooks()
+    check_out_dir(out)
     device = resolve_device(cfg.device)
     models = checkpoint.model_dirs(path)
     description = checkpoint.read_description(next(iter(models.values())))
     if description["dataset"].get("modality") == "tabular":
         return run_evaluate_tabular(path, cfg, out, hooks, device=device)
+    if cfg.save_adversarial:
+        raise ConfigError(
+            f"--save-adversarial writes adversarial records in a tabular file's format; {path} holds image "
+            "models, for which it is not supported (drop the option)"
+        )
     spec_str = cfg.data or description["dataset"]["source"]
     seed = cfg.seed if cfg.data else int(description.get("seed", cfg.seed))
     data = load_dataset(spec_str, seed=seed)

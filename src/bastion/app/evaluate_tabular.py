@@ -24,7 +24,7 @@ from bastion.data import TabularData, load_tabular
 from bastion.data.spec import Split
 from bastion.data.tabular.domain import TabularDomain
 from bastion.data.tabular.export import write_records
-from bastion.errors import CheckpointError, ConfigError
+from bastion.errors import CheckpointError, ConfigError, DataFormatError
 from bastion.evaluation.checks import CheckSettings, run_checks
 from bastion.evaluation.headline import headline
 from bastion.evaluation.record import ENSEMBLE, Evaluation, eps_key
@@ -80,6 +80,15 @@ def run_evaluate_tabular(
     spec = data.dataset.spec
     if spec.benign is None:
         raise ConfigError(f"{spec.name} has no benign class; evasion needs one")
+    source = cfg.data or description["dataset"]["source"]
+    if len(test) == 0:
+        raise DataFormatError(f"{source}: the test split holds no rows to evaluate on")
+    n_malicious = int((test.y != spec.benign).sum())
+    if n_malicious == 0:
+        raise DataFormatError(
+            f"{source}: none of the {len(test)} test rows is malicious (all are {spec.classes[spec.benign]!r}); "
+            "an evasion evaluation attacks malicious rows, so there is nothing to measure"
+        )
     results = new_results(
         command="evaluate",
         data=cfg.data or description["dataset"]["source"],

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -32,7 +34,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from bastion.app.config import EvalConfig, TrainConfig
-from bastion.config import StrictConfig
+from bastion.config import Seed, StrictConfig
 from bastion.errors import ConfigError
 from bastion.evaluation.evaluate import ENSEMBLE, Evaluation
 from bastion.evaluation.significance import TestResult, describe, holm, mcnemar, mean_ci, paired_t, wilcoxon
@@ -51,7 +53,7 @@ class ExperimentConfig(StrictConfig):
     name: str = "experiment"
     methods: list[str] = Field(min_length=1)
     datasets: list[str] = Field(default_factory=lambda: ["digits"], min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     train: dict[str, Any] = Field(default_factory=dict)
     evaluate: dict[str, Any] = Field(default_factory=dict)
     baseline: str | None = None  # compare every method against this one; None: every pair
@@ -176,7 +178,7 @@ def run_job(cfg: ExperimentConfig, job: Job, threads: int | None = None) -> Path
     if not (job.run_dir / "models" / job.method / checkpoint.DESCRIPTION).is_file():
         resume = (job.run_dir / "checkpoint" / "last.safetensors").is_file()
         log.info("%s: training%s", job.run_dir, " (resumed)" if resume else "")
-        run_train(tcfg, job.run_dir, resume=resume)
+        run_train(tcfg, job.run_dir, resume=resume, force=True)  # the experiment owns its run folders
     outcomes: dict[str, Any] = {}
 
     def keep(name: str, ev: Evaluation) -> None:
@@ -194,17 +196,82 @@ def run_job(cfg: ExperimentConfig, job: Job, threads: int | None = None) -> Path
     return job.run_dir
 
 
-def run_experiment(cfg: ExperimentConfig, out: Path, *, n_jobs: int = 1) -> dict[str, Any]:
-    """Run every job not yet done (``n_jobs`` processes in parallel), then write the comparison."""
+def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config documents (nested objects compared per key)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys: list[str] = []
+        for key in sorted(set(old) | set(new), key=str):
+            where = f"{prefix}{key}"
+            if key not in old or key not in new:
+                keys.append(where)
+            else:
+                keys += changed_keys(old[key], new[key], f"{where}.")
+        return keys
+    return [] if old == new else [prefix.rstrip(".") or "(document)"]
+
+
+def _stale_runs(cfg: ExperimentConfig, out: Path) -> list[Path]:
+    """Run folders of this grid whose recorded train/evaluate settings differ from cfg's."""
+    stale = []
+    for job in jobs(cfg, out):
+        provenance = job.run_dir / "provenance.json"
+        if not job.run_dir.exists():
+            continue
+        try:
+            recorded = json.loads(provenance.read_text())
+        except (OSError, ValueError):
+            recorded = None
+        tcfg, ecfg = cfg.train_config(job.dataset, job.method, job.seed), cfg.eval_config(job.seed)
+        if not isinstance(recorded, dict) or (recorded.get("train"), recorded.get("evaluate")) != (
+            json.loads(json.dumps(tcfg.resolved())),
+            json.loads(json.dumps(ecfg.resolved())),
+        ):
+            stale.append(job.run_dir)
+    return stale
+
+
+def check_previous_config(cfg: ExperimentConfig, out: Path, *, force: bool) -> None:
+    """Refuse to mix runs of two configs in one experiment folder; with ``force``, redo the changed runs.
+
+    Raises:
+        ConfigError: ``OUT/experiment.json`` holds another config (the message names the changed keys)
+            and ``force`` is not set, or it cannot be read.
+    """
+    previous = out / "experiment.json"
+    if not previous.is_file():
+        return
+    try:
+        old = json.loads(previous.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"{previous} is not readable JSON ({exc}); move it away or choose another --out") from None
+    new = json.loads(json.dumps(cfg.resolved()))
+    changed = changed_keys(old, new)
+    if not changed:
+        return
+    if not force:
+        raise ConfigError(
+            f"{out} holds an experiment run with another config (changed: {', '.join(changed)}); its runs and "
+            "comparison would be mixed with this config's. Pass --force to redo the runs whose settings changed, "
+            "or choose another --out"
+        )
+    for run_dir in _stale_runs(cfg, out):
+        log.warning("%s was run with other settings; redoing it", run_dir)
+        shutil.rmtree(run_dir)
+
+
+def run_experiment(cfg: ExperimentConfig, out: Path, *, n_jobs: int = 1, force: bool = False) -> dict[str, Any]:
+    """Run every job not yet done (``n_jobs`` processes in parallel), then write the comparison.
+
+    A folder that holds an experiment with another config is refused unless ``force``; then every run
+    whose train or evaluate settings changed is redone, and unchanged runs are kept.
+    """
     if n_jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {n_jobs}")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is an existing file, not a folder; choose another --out")
+    check_previous_config(cfg, out, force=force)
     out.mkdir(parents=True, exist_ok=True)
     previous = out / "experiment.json"
-    if previous.is_file():
-        import json
-
-        if json.loads(previous.read_text()) != cfg.resolved():
-            log.warning("%s differs from this config; finished runs are kept as they are", previous)
     atomic_write_json(previous, cfg.resolved())
     todo = [j for j in jobs(cfg, out) if not (j.run_dir / DONE).is_file()]
     log.info("%d of %d runs to do", len(todo), len(jobs(cfg, out)))
@@ -252,7 +319,6 @@ def _outcome(outcomes: dict[str, Any], method: str, metric: str) -> list[bool] |
 def compare(cfg: ExperimentConfig, out: Path) -> dict[str, Any]:
     """Per dataset and metric: mean and t interval over seeds per method; paired t, Wilcoxon (across seeds)
     and McNemar (per seed, across examples) per method pair, each family Holm-corrected."""
-    import json
 
     from bastion.artifacts.results import read_results
 

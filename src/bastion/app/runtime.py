@@ -12,6 +12,7 @@ Run folder layout::
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,6 +127,50 @@ class EvalPlan:
         ev.checks = run_checks(model, test, ev, self.suite, self.threat, self.eps, settings)
         ev.headline = headline(ev, self.suite_name, self.suite)
         return ev
+
+
+#: What a run folder holds (and ``train --force`` replaces); any other file in it is left alone.
+RUN_ENTRIES = ("run.json", "results.json", "summary.md", "records.json", "models", "defenses", "checkpoint")
+
+
+def check_out_dir(out: Path, option: str = "--out") -> None:
+    """Refuse an output folder that is an existing file, or lies under one, before any work is done."""
+    for path in (out, *out.parents):
+        if path.exists() and not path.is_dir():
+            what = f"{out}" if path == out else f"{out} (its parent {path})"
+            raise ConfigError(f"{option} {what} is an existing file, not a folder; choose another {option}")
+
+
+def prepare_run_dir(out: Path, *, force: bool, resume: bool) -> list[Path]:
+    """Check that training may write the run folder ``out``; return the previous run's entries to replace.
+
+    A folder holding a previous run (any of :data:`RUN_ENTRIES`) is refused unless ``force`` (replace that
+    run: its entries are removed by :func:`clear_run_entries` once the new training is about to start) or
+    ``resume`` (continue it). Other files in ``out`` are never touched.
+
+    Raises:
+        ConfigError: ``out`` is a file, or holds a run and neither ``force`` nor ``resume`` is set.
+    """
+    check_out_dir(out)
+    if resume or not out.is_dir():
+        return []
+    previous = [out / name for name in RUN_ENTRIES if (out / name).exists() or (out / name).is_symlink()]
+    if previous and not force:
+        names = ", ".join(p.name for p in previous)
+        raise ConfigError(
+            f"--out {out} already holds a run ({names}); pass --force to replace that run, --resume to continue "
+            "it, or choose another --out"
+        )
+    return previous
+
+
+def clear_run_entries(entries: Sequence[Path]) -> None:
+    """Remove a previous run's entries (see :func:`prepare_run_dir`), so no stale model survives a rerun."""
+    for path in entries:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def write_outputs(out: Path, results: dict[str, Any], records: dict[str, Any] | None = None) -> None:

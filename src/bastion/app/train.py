@@ -12,7 +12,7 @@ from torch import nn
 
 from bastion._typing import Norm
 from bastion.app.config import TrainConfig
-from bastion.app.runtime import Hooks, resolve_device, write_run
+from bastion.app.runtime import Hooks, clear_run_entries, prepare_run_dir, resolve_device, write_run
 from bastion.artifacts.results import new_results
 from bastion.data.augment import build_augment
 from bastion.data.sources import load_dataset
@@ -20,7 +20,7 @@ from bastion.data.spec import Dataset
 from bastion.errors import CheckpointError, ConfigError
 from bastion.evaluation.accuracy import accuracy
 from bastion.models import checkpoint
-from bastion.models.registry import Architecture, build_model, normalization_stats
+from bastion.models.registry import Architecture, build_model, check_buildable, normalization_stats
 from bastion.threat import ThreatModel
 from bastion.training import distributed as ddp
 from bastion.training.methods import MethodConfig, build_method
@@ -52,15 +52,7 @@ def train_model(
     hooks = hooks or Hooks()
     if len(data.train) == 0:
         raise ConfigError(f"{data.spec.source} has no training examples (a test-only folder?); train on another SPEC")
-    mean, std = normalization_stats(data.train.x)
-    arch = Architecture(
-        name=cfg.model,
-        input_shape=data.spec.input_shape,
-        num_classes=data.spec.num_classes,
-        mean=mean,
-        std=std,
-        options=dict(cfg.model_options),
-    )
+    arch = architecture(cfg, data)
     model = build_model(arch, seed=cfg.seed).to(device)
     if cfg.init_from is not None:
         warm_start(model, cfg.init_from, arch)
@@ -92,6 +84,19 @@ def train_model(
     if teacher_record is not None:
         record.add_teacher(teacher_record)
     return model, arch, record
+
+
+def architecture(cfg: TrainConfig, data: Dataset) -> Architecture:
+    """The architecture cfg asks for, sized by the data (normalization from the training inputs)."""
+    mean, std = normalization_stats(data.train.x)
+    return Architecture(
+        name=cfg.model,
+        input_shape=data.spec.input_shape,
+        num_classes=data.spec.num_classes,
+        mean=mean,
+        std=std,
+        options=dict(cfg.model_options),
+    )
 
 
 def warm_start(model: nn.Module, path: str, arch: Architecture) -> None:
@@ -130,24 +135,38 @@ def save_trained(
     )
 
 
-def run_train(cfg: TrainConfig, out: Path, hooks: Hooks | None = None, *, resume: bool = False) -> dict[str, Any]:
+def run_train(
+    cfg: TrainConfig, out: Path, hooks: Hooks | None = None, *, resume: bool = False, force: bool = False
+) -> dict[str, Any]:
     """One model into ``out/models/METHOD`` with its training record.
 
     A resumable checkpoint goes to ``out/checkpoint/`` after every epoch; ``resume`` continues from it.
-    Under torchrun every rank trains its shard and rank 0 writes the run folder.
+    An ``out`` that already holds a run is refused unless ``force`` replaces that run (its models,
+    defenses, results and checkpoint are removed once training is about to start, so a later export never
+    ships a stale model under the new provenance). Under torchrun every rank trains its shard and rank 0
+    writes the run folder.
     """
     hooks = hooks or Hooks()
+    previous = prepare_run_dir(out, force=force, resume=resume)
     device = ddp.setup_from_env(resolve_device(cfg.device))
     try:
-        return _run_train(cfg, out, hooks, device, resume)
+        return _run_train(cfg, out, hooks, device, resume, previous)
     finally:
         ddp.teardown()
 
 
-def _run_train(cfg: TrainConfig, out: Path, hooks: Hooks, device: torch.device, resume: bool) -> dict[str, Any]:
+def _run_train(
+    cfg: TrainConfig, out: Path, hooks: Hooks, device: torch.device, resume: bool, previous: list[Path]
+) -> dict[str, Any]:
     if resume and not (out / "checkpoint" / "last.safetensors").is_file():
         raise CheckpointError(f"--resume: no checkpoint at {out / 'checkpoint' / 'last.safetensors'}")
     data = load_dataset(cfg.data, seed=cfg.seed)
+    if len(data.train) > 0:  # bad model options fail here (on the meta device), before the old run is replaced
+        check_buildable(architecture(cfg, data))
+    if previous and ddp.is_main():
+        log.info("replacing the previous run in %s (%s)", out, ", ".join(p.name for p in previous))
+        clear_run_entries(previous)
+    ddp.barrier()  # every rank, whatever it saw: no rank writes before the old run is gone
     hooks.stage(f"data {data.spec.source}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test")
     model, arch, record = train_model(cfg, data, device, hooks, checkpoint_dir=out / "checkpoint", resume=resume)
     results = new_results(

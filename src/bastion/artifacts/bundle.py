@@ -194,12 +194,12 @@ def export_bundle(
 
     Raises:
         CheckpointError: unknown or ambiguous model, unreadable run files, ``out`` exists (without
-            ``overwrite``), or an ONNX graph that does not reproduce the PyTorch outputs.
+            ``overwrite``; with it, ``out`` must be a previous bundle, see :func:`check_replaceable`), or an
+            ONNX graph that does not reproduce the PyTorch outputs.
     """
     run_dir, out = Path(run_dir), Path(out)
     name, model_dir = _choose_model(run_dir, model)
-    if out.exists() and not overwrite:
-        raise CheckpointError(f"{out} already exists; choose another --out or pass --force to replace it")
+    check_replaceable(out, run_dir, overwrite=overwrite)
     net = checkpoint.load_model(model_dir)
     spec = checkpoint.load_spec(model_dir)
     description = checkpoint.read_description(model_dir)
@@ -223,6 +223,40 @@ def export_bundle(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out, digest
+
+
+def is_bundle(path: Path) -> bool:
+    """True when ``path`` is a folder holding a bastion bundle manifest (and its SHA256SUMS)."""
+    if not path.is_dir() or path.is_symlink() or not (path / SUMS).is_file():
+        return False
+    try:
+        read_manifest(path)
+    except CheckpointError:
+        return False
+    return True
+
+
+def check_replaceable(out: Path, source: Path, *, overwrite: bool) -> None:
+    """Refuse to write a bundle where it would destroy something that is not a previous bundle.
+
+    ``out`` may be absent; with ``overwrite`` it may also be a previous bundle (recognised by its manifest),
+    as long as the source run is not inside it. A file, a run folder or any other folder is never replaced.
+
+    Raises:
+        CheckpointError: naming ``out`` and why it is kept.
+    """
+    if not out.exists() and not out.is_symlink():
+        return
+    if not overwrite:
+        raise CheckpointError(
+            f"{out} already exists; choose another --out or pass --force to replace a previous bundle"
+        )
+    if not is_bundle(out):
+        kind = "a file" if not out.is_dir() or out.is_symlink() else "a folder that is not a bastion bundle"
+        raise CheckpointError(f"--force replaces only a previous bundle, and {out} is {kind}; it was left untouched")
+    src, dst = source.resolve(), out.resolve()
+    if src == dst or dst in src.parents:
+        raise CheckpointError(f"--out {out} contains the source {source}; write the bundle somewhere else")
 
 
 def _only(*names: str) -> Any:
@@ -317,6 +351,22 @@ def load_bundle(path: str | Path, *, expected_digest: str | None = None, device:
     spec = checkpoint.load_spec(directory / MODEL_DIR)
     if spec.fingerprint() != manifest.get("dataset_fingerprint"):
         raise CheckpointError(f"{directory}: {MANIFEST} describes other data than {MODEL_DIR}/model.json")
+    description = checkpoint.read_description(directory / MODEL_DIR)
+    advertised = {
+        "input_shape": (manifest.get("input_shape"), list(spec.input_shape)),
+        "classes": (manifest.get("classes"), list(spec.classes)),
+        "modality": (manifest.get("modality"), spec.modality),
+        "model.architecture": ((manifest.get("model") or {}).get("architecture"), description.get("architecture")),
+        "model.weights_sha256": (
+            (manifest.get("model") or {}).get("weights_sha256"),
+            description.get("weights_sha256"),
+        ),
+    }
+    for key, (claimed, actual) in advertised.items():
+        if claimed != actual:  # a service would advertise what it does not accept
+            raise CheckpointError(
+                f"{directory}: {MANIFEST} {key} is {claimed!r} but {MODEL_DIR}/model.json says {actual!r}"[:500]
+            )
     has_defense = (directory / DEFENSE_DIR).is_dir()
     if has_defense != (manifest.get("defense") is not None):
         raise CheckpointError(f"{directory}: {MANIFEST} and the {DEFENSE_DIR}/ folder disagree on the defense")

@@ -4,6 +4,7 @@ a subclass writes only its math in ``_perturb``.
 
 from __future__ import annotations
 
+import itertools
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -90,6 +91,8 @@ def check_batch(x: Tensor, goal: Goal, threat: ThreatModel) -> None:
         raise InputValidationError(f"x must be a floating-point tensor, got dtype {x.dtype}")
     if x.dim() < 2:
         raise InputValidationError(f"x must be a batch of shape (N, ...), got shape {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise InputValidationError(f"x is an empty batch (shape {tuple(x.shape)}); pass at least one example")
     if not torch.isfinite(x).all():
         raise InputValidationError("x contains NaN or infinite values")
     ref = goal.reference
@@ -99,11 +102,56 @@ def check_batch(x: Tensor, goal: Goal, threat: ThreatModel) -> None:
         )
     if not isinstance(goal, Diverge) and ref.dim() != 1:
         raise InputValidationError(f"labels must have shape (N,), got {tuple(ref.shape)}")
-    infeasible = ~threat.domain.is_feasible(x, x)
+    try:
+        infeasible = ~threat.domain.is_feasible(x, x)
+    except RuntimeError as exc:  # a shape the domain cannot broadcast against
+        raise InputValidationError(
+            f"x of shape {tuple(x.shape)} does not fit the threat model's input domain: {exc}"[:500]
+        ) from None
     if infeasible.any():
         raise InputValidationError(
             f"x[{int(infeasible.nonzero()[0])}] is outside the input domain; attacks start from legal inputs"
         )
+
+
+def model_dtype(model: Classifier) -> torch.dtype | None:
+    """The floating dtype of the model's first floating parameter or buffer (None: no parameters)."""
+    if isinstance(model, nn.Module):
+        for t in itertools.chain(model.parameters(), model.buffers()):
+            if t.is_floating_point():
+                return t.dtype
+    return None
+
+
+def checked_logits(model: Classifier, x: Tensor, what: str = "x", *, finite: bool = True) -> Tensor:
+    """``model(x)``, with clear errors instead of a traceback from deep inside the model.
+
+    Raises:
+        InputValidationError: x's dtype differs from the model's, x's shape does not fit the model, or the
+            model returns NaN / infinite logits (a broken model is refused, never reported on; pass
+            ``finite=False`` to get them, e.g. to reject those inputs instead).
+    """
+    dtype = model_dtype(model)
+    if dtype is not None and x.dtype != dtype:
+        raise InputValidationError(
+            f"{what} is {x.dtype} but the model computes in {dtype}; convert the batch first (e.g. x.to({dtype}))"
+        )
+    try:
+        logits = model(x)
+    except RuntimeError as exc:
+        raise InputValidationError(f"{what} of shape {tuple(x.shape)} does not fit the model: {exc}"[:500]) from None
+    if logits.dim() != 2 or logits.shape[0] != x.shape[0]:
+        raise InputValidationError(
+            f"the model returned logits of shape {tuple(logits.shape)} for {what} of shape {tuple(x.shape)}; "
+            "expected (N, C)"
+        )
+    bad = ~torch.isfinite(logits).all(dim=1)
+    if finite and bad.any():
+        raise InputValidationError(
+            f"the model returned NaN or infinite logits for {int(bad.sum())} of {len(bad)} inputs "
+            f"(first: {what}[{int(bad.nonzero()[0])}]); a broken model cannot be evaluated"
+        )
+    return logits
 
 
 def check_labels(logits: Tensor, goal: Goal) -> None:
@@ -121,6 +169,26 @@ def check_labels(logits: Tensor, goal: Goal) -> None:
         raise InputValidationError(
             f"labels out of range: got values in [{int(ref.min())}, {int(ref.max())}], model has {n_classes} classes"
         )
+
+
+#: Dtypes whose rounding can push x + delta past the budget: the final projection runs in float32.
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def project_legal(threat: ThreatModel, x_adv: Tensor, x: Tensor) -> Tensor:
+    """``x_adv`` projected onto the threat model and repaired into the domain, in ``x_adv``'s dtype.
+
+    In float16 / bfloat16, rounding the projected point can land one ulp outside the ball (~1e-4 at eps
+    0.1). There the projection runs in float32 and each element is rounded toward ``x`` instead, so
+    ``|x_adv - x|`` never grows in any coordinate and the budget holds in every norm.
+    """
+    if x_adv.dtype not in LOW_PRECISION:
+        return threat.domain.repair(threat.project(x_adv, x), x)
+    x32 = x.float()
+    legal32 = threat.domain.repair(threat.project(x_adv.float(), x32), x32)
+    rounded = legal32.to(x_adv.dtype)
+    outward = (rounded.float() - x32).abs() > (legal32 - x32).abs()
+    return torch.where(outward, torch.nextafter(rounded, x.to(x_adv.dtype)), rounded)
 
 
 class Attack(ABC):
@@ -151,7 +219,7 @@ class Attack(ABC):
         with evaluating(model):
             x = x.detach()
             with torch.no_grad():
-                clean_logits = counted(x)
+                clean_logits = checked_logits(counted, x)
             check_labels(clean_logits, goal)
             self.check(goal, threat, clean_logits.shape[1])
             todo = (
@@ -168,7 +236,7 @@ class Attack(ABC):
                 idx = todo.nonzero().squeeze(1)
                 out = self._perturb(counted, x[idx], goal.subset(idx), threat, rng)
                 sub = (out.x_adv if isinstance(out, Perturbation) else out).detach()
-                legal = threat.domain.repair(threat.project(sub, x[idx]), x[idx])
+                legal = project_legal(threat, sub, x[idx])
                 x_adv[idx] = legal
                 scored = isinstance(out, Perturbation) and out.logits is not None and torch.equal(legal, sub)
                 if scored:

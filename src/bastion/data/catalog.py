@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bastion.config import MAX_SEED
 from bastion.data.source import DataSource
 from bastion.data.spec import Dataset
-from bastion.errors import DataNotFoundError
+from bastion.errors import ConfigError, DataNotFoundError
 from bastion.registry import Registry
 
 #: name -> loader(DataSource, seed) -> Dataset
@@ -40,5 +41,7 @@ def load_dataset(spec: str, *, seed: int = 0) -> Dataset:
         ConfigError: unknown dataset name, malformed SPEC, unknown option or bad option value.
         DataNotFoundError: the path does not exist.
     """
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed must be an integer in 0..{MAX_SEED}, got {seed!r}")
     source = open_source(spec)
     return DATASETS.get(source.name)(source, seed)

@@ -110,6 +110,18 @@ def positive_int(text: str) -> int:
     return value
 
 
+#: Largest image side a SPEC may ask to resize to (a size=100000 option would allocate 40 GB per image).
+MAX_IMAGE_SIDE = 1024
+
+
+def image_side(text: str) -> int:
+    """A side in pixels, 1..MAX_IMAGE_SIDE."""
+    value = positive_int(text)
+    if value > MAX_IMAGE_SIDE:
+        raise ValueError(f"must be <= {MAX_IMAGE_SIDE} pixels, got {value}")
+    return value
+
+
 def one_of(*choices: str) -> Callable[[str], str]:
     """A parser accepting exactly ``choices`` (case-sensitive, as the readers spell them)."""
 

@@ -15,6 +15,7 @@ import torch
 from numpy.typing import NDArray
 
 from bastion.data.spec import Dataset, DatasetSpec, Split
+from bastion.errors import DataFormatError
 
 #: Splits of a single pool: stratified by class.
 POOL_FRACTIONS = (0.7, 0.1, 0.2)
@@ -22,26 +23,70 @@ POOL_FRACTIONS = (0.7, 0.1, 0.2)
 VAL_FRACTION = 0.1
 
 
+#: Seeds are 0..2**32-1 (what every RNG bastion seeds accepts); derived seeds wrap around.
+SEED_LIMIT = 2**32
+
+
+def check_labels_splittable(y: np.ndarray, n_splits: int, what: str) -> None:
+    """Refuse, with a message naming ``what``, labels no classifier can be trained and tested on:
+    no examples, a single class, or a class with fewer examples than stratified splits need.
+
+    Raises:
+        DataFormatError: naming the count or the class.
+    """
+    if len(y) == 0:
+        raise DataFormatError(f"{what}: no examples (the file or folder holds 0 rows / images)")
+    classes, counts = np.unique(y, return_counts=True)
+    if len(classes) < 2:
+        only = f"label {int(classes[0])}" if len(classes) else "no label"
+        raise DataFormatError(f"{what}: all {len(y)} examples are of {only}; a classifier needs at least 2 classes")
+    if counts.min() < n_splits:
+        small = classes[counts < n_splits].tolist()[:5]
+        raise DataFormatError(
+            f"{what}: classes {small} have fewer than {n_splits} examples; a stratified split needs "
+            f"at least {n_splits} of each"
+        )
+
+
 def stratified_split(
-    y: np.ndarray, fractions: tuple[float, float, float], seed: int
+    y: np.ndarray, fractions: tuple[float, float, float], seed: int, what: str = "data"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Shuffled, class-stratified train/val/test index arrays (deterministic in ``seed``)."""
+    """Shuffled, class-stratified train/val/test index arrays (deterministic in ``seed``).
+
+    Raises:
+        DataFormatError: see :func:`check_labels_splittable`, or too few examples for the fractions.
+    """
     from sklearn.model_selection import train_test_split
 
+    check_labels_splittable(y, 3, what)
     idx = np.arange(len(y))
     train_frac, val_frac, test_frac = fractions
-    rest, test = train_test_split(idx, test_size=test_frac, stratify=y, random_state=seed)
-    train, val = train_test_split(
-        rest, test_size=val_frac / (train_frac + val_frac), stratify=y[rest], random_state=seed + 1
-    )
+    try:
+        rest, test = train_test_split(idx, test_size=test_frac, stratify=y, random_state=seed % SEED_LIMIT)
+        train, val = train_test_split(
+            rest,
+            test_size=val_frac / (train_frac + val_frac),
+            stratify=y[rest],
+            random_state=(seed + 1) % SEED_LIMIT,
+        )
+    except ValueError as exc:  # sklearn: a split would be smaller than the number of classes
+        raise DataFormatError(f"{what}: {len(y)} examples are too few for a stratified split: {exc}") from None
     return train, val, test
 
 
-def validation_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Shuffled, class-stratified (train, val) index arrays of a training set that has an official test set."""
+def validation_split(y: np.ndarray, fraction: float, seed: int, what: str = "data") -> tuple[np.ndarray, np.ndarray]:
+    """Shuffled, class-stratified (train, val) index arrays of a training set that has an official test set.
+
+    Raises:
+        DataFormatError: see :func:`check_labels_splittable`, or too few examples for the fraction.
+    """
     from sklearn.model_selection import train_test_split
 
-    train, val = train_test_split(np.arange(len(y)), test_size=fraction, stratify=y, random_state=seed)
+    check_labels_splittable(y, 2, what)
+    try:
+        train, val = train_test_split(np.arange(len(y)), test_size=fraction, stratify=y, random_state=seed % SEED_LIMIT)
+    except ValueError as exc:
+        raise DataFormatError(f"{what}: {len(y)} examples are too few for a validation split: {exc}") from None
     return train, val
 
 
@@ -74,7 +119,7 @@ def pool_dataset(
     spec: DatasetSpec, x: Inputs, y: NDArray[Any], seed: int, fractions: tuple[float, float, float]
 ) -> Dataset:
     """Stratified random split of one pool of examples into a Dataset."""
-    train, val, test = stratified_split(y, fractions, seed)
+    train, val, test = stratified_split(y, fractions, seed, spec.source)
     info = {"method": "stratified", "fractions": list(fractions), "index_digest": index_digest(train, val, test)}
     return Dataset(spec, take(x, y, train), take(x, y, val), take(x, y, test), seed, info)
 
@@ -88,7 +133,9 @@ def official_test_dataset(
 ) -> Dataset:
     """The official test set (shuffled by seed) as the test split; validation is a stratified 10% of train."""
     (x, y), (xt, yt) = train, test
-    tr, va = validation_split(y, VAL_FRACTION, seed)
+    tr, va = validation_split(y, VAL_FRACTION, seed, spec.source)
+    if len(yt) == 0:
+        raise DataFormatError(f"{spec.source}: the test set holds no examples")
     order = np.random.default_rng(seed).permutation(len(yt))
     info = {"method": method, "index_digest": index_digest(tr, va)}
     return Dataset(spec, take(x, y, tr), take(x, y, va), take(xt, yt, order), seed, info)

@@ -13,12 +13,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bastion.attacks.base import evaluating
+from bastion.attacks.base import checked_logits, evaluating
 from bastion.defenses.detectors.base import Detector, check_fpr, require_fitted, threshold_for_fpr
 from bastion.defenses.detectors.combined import CombinedDetector
 from bastion.defenses.transforms import InputTransform, check_in_domain, is_randomized
 from bastion.domain import InputDomain
-from bastion.errors import ConfigError, NotFittedError
+from bastion.errors import ConfigError, InputValidationError, NotFittedError
 
 #: Decision policy outcomes, indexed by ``Decision.actions``.
 ACTIONS = ("accept", "flag", "reject")
@@ -45,6 +45,16 @@ class Decision:
         return [ACTIONS[int(a)] for a in acts]
 
 
+def check_decide_batch(x: Tensor) -> None:
+    """``decide`` takes a non-empty floating batch (N, ...); anything else is a clear error, not a traceback."""
+    if not isinstance(x, Tensor):
+        raise InputValidationError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise InputValidationError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+    if x.dim() < 2 or x.shape[0] == 0:
+        raise InputValidationError(f"x must be a non-empty batch of shape (N, ...), got shape {tuple(x.shape)}")
+
+
 class DefendedClassifier(nn.Module):
     """``logits(x) = model(t_k(...t_1(x)))``; the detector scores the raw input.
 
@@ -69,15 +79,17 @@ class DefendedClassifier(nn.Module):
 
     @torch.no_grad()
     def decide(self, x: Tensor) -> Decision:
+        check_decide_batch(x)
         with evaluating(self):
-            probs = self(x).softmax(dim=1)
+            probs = checked_logits(self, x, finite=False).softmax(dim=1)
         confidence, labels = probs.max(dim=1)
+        broken = ~torch.isfinite(probs).all(dim=1)  # non-finite logits: never a usable label
         if self.detector is None:
             scores = torch.full_like(confidence, float("nan"))
-            flagged = torch.zeros_like(labels, dtype=torch.bool)
+            flagged = broken
         else:
             scores = self.detector.score(x)
-            flagged = self.detector.predict(x)
+            flagged = self.detector.predict(x) | ~torch.isfinite(scores) | broken  # fail closed
         return Decision(labels, confidence, scores, flagged, probabilities=probs)
 
     def detection_margin(self, x: Tensor) -> Tensor:
@@ -118,6 +130,7 @@ class Defense(DefendedClassifier):
         score <= flag threshold            -> accept
         flag < score <= reject threshold   -> flag   (label returned with a warning)
         score > reject threshold           -> reject (no label should be used)
+        score or logits NaN / infinite     -> reject (fail closed)
 
     The flag threshold is calibrated on clean held-out data to ``target_fpr``, the reject threshold to
     the stricter ``reject_fpr`` (so about ``reject_fpr`` of clean inputs are rejected).
@@ -186,20 +199,26 @@ class Defense(DefendedClassifier):
 
     @torch.no_grad()
     def decide(self, x: Tensor) -> Decision:
+        check_decide_batch(x)
         self.check(x)
         with evaluating(self):
-            probs = self(x).softmax(dim=1)
+            probs = checked_logits(self, x, finite=False).softmax(dim=1)
         confidence, labels = probs.max(dim=1)
+        broken = ~torch.isfinite(probs).all(dim=1)  # non-finite logits: the label means nothing
         if self.detector is None:
             nan = torch.full_like(confidence, float("nan"))
-            none = torch.zeros_like(labels, dtype=torch.bool)
-            return Decision(labels, confidence, nan, none, torch.zeros_like(labels), probs)
+            actions = torch.where(broken, REJECT, ACCEPT)
+            return Decision(labels, confidence, nan, broken, actions.long(), probs)
         threshold = require_fitted(self.detector.threshold_, type(self.detector).__name__)
         if self.reject_threshold_ is None:
             raise NotFittedError("Defense is not calibrated: call fit(...) then calibrate(...) first")
         scores = self.detector.score(x)
-        flagged = scores > threshold
-        actions = torch.where(scores > self.reject_threshold_, REJECT, torch.where(flagged, FLAG, ACCEPT))
+        # Fail closed: a NaN or infinite score (a corrupted detector, an input it cannot score) rejects;
+        # NaN compares False with every threshold, so without this it would be accepted.
+        unscorable = ~torch.isfinite(scores) | broken
+        flagged = (scores > threshold) | unscorable
+        rejected = (scores > self.reject_threshold_) | unscorable
+        actions = torch.where(rejected, REJECT, torch.where(flagged, FLAG, ACCEPT))
         return Decision(labels, confidence, scores, flagged, actions.long(), probs)
 
     def describe(self) -> dict[str, Any]:

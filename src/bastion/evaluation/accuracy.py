@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from bastion._typing import Classifier
-from bastion.attacks.base import Attack, evaluating
+from bastion.attacks.base import Attack, checked_logits, evaluating
 from bastion.data.spec import Split
 from bastion.goals import Goal, Misclassify
 from bastion.threat import ThreatModel
@@ -20,9 +20,15 @@ GoalOf = Callable[[Tensor], Goal]
 
 @torch.no_grad()
 def predict(model: Classifier, x: Tensor, batch_size: int = 512) -> Tensor:
-    """(N,) predicted labels, in eval mode."""
+    """(N,) predicted labels, in eval mode.
+
+    Raises:
+        InputValidationError: the model returns NaN or infinite logits (evaluation refuses to report).
+    """
     with evaluating(model):
-        return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+        return torch.cat(
+            [checked_logits(model, x[i : i + batch_size], f"x[{i}:]").argmax(1) for i in range(0, len(x), batch_size)]
+        )
 
 
 def accuracy(model: Classifier, split: Split, batch_size: int = 512) -> float:

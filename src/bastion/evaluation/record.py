@@ -7,12 +7,14 @@ with the helpers here, so the key format (:func:`eps_key`), the worst case over 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, SupportsFloat
 
 from torch import Tensor
 
+from bastion.errors import ConfigError
 from bastion.evaluation.stats import wilson
 
 #: The extra attack name of the per-example worst case over a whole suite.
@@ -30,6 +32,26 @@ Table = dict[str, dict[str, Any]]
 def eps_key(eps: float) -> str:
     """EPS as a decimal string, the key format of results.json (e.g. 0.1 -> "0.1", 8/255 -> "0.0313725")."""
     return f"{eps:.6g}"
+
+
+def check_eps_keys(eps_values: Sequence[float]) -> None:
+    """Refuse budgets that are not finite and >= 0, or that share one results.json key (agree to 6 digits):
+    two budgets must never be merged into one row.
+
+    Raises:
+        ConfigError: naming the budgets.
+    """
+    seen: dict[str, float] = {}
+    for eps in eps_values:
+        if not math.isfinite(eps) or eps < 0:
+            raise ConfigError(f"eps must be finite and >= 0, got {eps}")
+        key = eps_key(eps)
+        if key in seen and seen[key] != eps:
+            raise ConfigError(
+                f"eps {seen[key]!r} and {eps!r} agree to 6 significant digits (both are reported as {key!r}); "
+                "give budgets that differ within 6 digits"
+            )
+        seen[key] = eps
 
 
 def stored(value: SupportsFloat, digits: int = DIGITS) -> float:

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from bastion.attacks import Attack
 from bastion.data.spec import Split
 from bastion.evaluation.accuracy import RobustResult, predict, robust_accuracy
+from bastion.evaluation.record import check_eps_keys
 from bastion.goals import Goal, Misclassify
 from bastion.threat import ThreatModel
 
@@ -55,6 +56,7 @@ def run_grid(
     on_cell: CellHook | None = None,
 ) -> None:
     """Every attack at every eps (eps outer), then the suite's worst case per eps when it has several attacks."""
+    check_eps_keys(eps_values)
     total, done = len(attacks) * len(eps_values), 0
     for eps in eps_values:
         cells = []

@@ -6,7 +6,8 @@ the domain and the budget are defined.
 
 from __future__ import annotations
 
-import torch
+import math
+
 from torch import Tensor, nn
 
 
@@ -18,7 +19,7 @@ class Normalize(nn.Module):
 
     def __init__(self, mean: Tensor, std: Tensor) -> None:
         super().__init__()
-        if (std <= 0).any():
+        if std.device.type != "meta" and bool((std <= 0).any()):  # meta: shape-only skeletons (checkpoint)
             raise ValueError("normalization std must be > 0")
         self.register_buffer("mean", mean.clone().float())
         self.register_buffer("std", std.clone().float())
@@ -68,7 +69,7 @@ class MLP(ImageClassifier):
     ) -> None:
         super().__init__(mean.reshape(stat_shape(input_shape)), std.reshape(stat_shape(input_shape)))
         layers: list[nn.Module] = [nn.Flatten()]
-        width = int(torch.tensor(input_shape).prod())
+        width = math.prod(input_shape)
         for h in hidden:
             layers += [nn.Linear(width, h), nn.ReLU()]
             if dropout > 0:

@@ -6,8 +6,7 @@ record, and the SHA-256 of the weights file, checked on load).
 
 from __future__ import annotations
 
-import hashlib
-import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from torch import nn
 
 from bastion.data.spec import DatasetSpec
 from bastion.errors import CheckpointError
-from bastion.io import atomic_write_bytes, atomic_write_json
+from bastion.io import atomic_write_bytes, atomic_write_json, read_json_file, read_verified, sha256_hex
 from bastion.models.registry import Architecture, build_model
 
 WEIGHTS = "weights.safetensors"
@@ -45,7 +44,7 @@ def save_model(
         "architecture": arch.to_dict(),
         "dataset": spec.to_dict(),
         "dataset_fingerprint": spec.fingerprint(),
-        "weights_sha256": hashlib.sha256(blob).hexdigest(),
+        "weights_sha256": sha256_hex(blob),
         **(extra or {}),
     }
     atomic_write_json(directory / DESCRIPTION, description)
@@ -56,12 +55,12 @@ def read_description(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / DESCRIPTION
     if not path.is_file():
         raise CheckpointError(f"{directory} is not a bastion model folder: {DESCRIPTION} is missing")
-    try:
-        d = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
+    d = read_json_file(path, what="model description")
     if not isinstance(d, dict) or d.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: unsupported or missing format version (expected {FORMAT_VERSION})")
+    for key in ("architecture", "dataset"):
+        if not isinstance(d.get(key), dict):
+            raise CheckpointError(f"{path}: key {key!r} is missing or not an object")
     return d
 
 
@@ -78,14 +77,14 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> nn.Mo
     weights = directory / WEIGHTS
     if not weights.is_file():
         raise CheckpointError(f"{directory}: {WEIGHTS} is missing")
-    blob = weights.read_bytes()
-    if hashlib.sha256(blob).hexdigest() != d.get("weights_sha256"):
-        raise CheckpointError(f"{weights}: checksum mismatch (file corrupt or replaced)")
+    blob = read_verified(weights, d.get("weights_sha256"), what="model weights")
     try:
         state = st_load(blob)
     except (SafetensorError, ValueError) as exc:
         raise CheckpointError(f"{weights}: cannot read safetensors data: {exc}") from exc
-    model = build_model(Architecture.from_dict(d["architecture"]))
+    arch = read_architecture(directory, d)
+    check_weights_fit(arch, state, weights)
+    model = build_model(arch)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -93,9 +92,61 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> nn.Mo
     return model.to(device).eval()
 
 
+def read_architecture(directory: Path, d: dict[str, Any]) -> Architecture:
+    """The architecture block of a model.json, checked for consistency before anything is built."""
+    where = directory / DESCRIPTION
+    if not isinstance(d.get("architecture"), dict):
+        raise CheckpointError(f"{where}: key 'architecture' is missing or not an object")
+    arch = Architecture.from_dict(d["architecture"])
+    if not arch.input_shape or any(s < 1 for s in arch.input_shape):
+        raise CheckpointError(f"{where}: architecture.input_shape {list(arch.input_shape)} must be positive sizes")
+    if arch.num_classes < 2:
+        raise CheckpointError(f"{where}: architecture.num_classes must be >= 2, got {arch.num_classes}")
+    stats = arch.input_shape[0] if len(arch.input_shape) == 3 else math.prod(arch.input_shape)
+    for key, values in (("mean", arch.mean), ("std", arch.std)):
+        if len(values) != stats:
+            raise CheckpointError(
+                f"{where}: architecture.{key} has {len(values)} values, the input shape "
+                f"{list(arch.input_shape)} needs {stats}"
+            )
+        if not all(math.isfinite(v) for v in values):
+            raise CheckpointError(f"{where}: architecture.{key} holds NaN or infinite values")
+    if any(v <= 0 for v in arch.std):
+        raise CheckpointError(f"{where}: architecture.std values must be > 0")
+    return arch
+
+
+def check_weights_fit(arch: Architecture, state: dict[str, torch.Tensor], weights: Path) -> None:
+    """Refuse a description whose architecture does not match the (verified) weights' tensor shapes.
+
+    The architecture is built on the ``meta`` device first, which allocates no memory: options such as a
+    huge hidden width are caught here, against the weights, before any real allocation.
+    """
+    with torch.device("meta"):
+        skeleton = build_model(arch)
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    if expected != found:
+        diff = sorted(set(expected) ^ set(found)) or [k for k in expected if expected[k] != found[k]]
+        key = diff[0]
+        raise CheckpointError(
+            f"{weights} does not fit the architecture in {DESCRIPTION}: tensor {key!r} is "
+            f"{found.get(key, 'missing')} in the weights, the architecture needs {expected.get(key, 'none')}"
+        )
+
+
 def load_spec(path: str | Path) -> DatasetSpec:
     """The dataset spec a saved model was trained on."""
-    return DatasetSpec.from_dict(read_description(resolve_model_dir(path))["dataset"])
+    directory = resolve_model_dir(path)
+    d = read_description(directory)
+    if not isinstance(d.get("dataset"), dict):
+        raise CheckpointError(f"{directory / DESCRIPTION}: key 'dataset' is missing or not an object")
+    try:
+        return DatasetSpec.from_dict(d["dataset"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(f"{directory / DESCRIPTION}: malformed 'dataset' block: {exc!r}") from exc
 
 
 def resolve_model_dir(path: str | Path) -> Path:

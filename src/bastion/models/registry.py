@@ -64,8 +64,41 @@ def normalization_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float
     return tuple(mean.tolist()), tuple(std.tolist())
 
 
+#: The most parameters a model may have (2**28, 1 GiB of float32): options are checked against it on the
+#: ``meta`` device, before any memory is allocated.
+MAX_PARAMETERS = 1 << 28
+
+
 def build_model(arch: Architecture, *, seed: int | None = None) -> ImageClassifier:
-    """Instantiate ``arch``; with a seed, initialization is deterministic and the global RNG is untouched."""
+    """Instantiate ``arch``; with a seed, initialization is deterministic and the global RNG is untouched.
+
+    Raises:
+        ConfigError: unknown options, impossible sizes (``hidden: [-5]``), or more than
+            :data:`MAX_PARAMETERS` parameters (``hidden: [10000000]``), found before allocating.
+    """
+    if torch.empty(0).device.type != "meta":
+        check_buildable(arch)
+    return _build(arch, seed)
+
+
+def check_buildable(arch: Architecture) -> int:
+    """Build ``arch`` on the ``meta`` device (no memory) and return its parameter count.
+
+    Raises:
+        ConfigError: bad options, or more than :data:`MAX_PARAMETERS` parameters.
+    """
+    with torch.device("meta"):
+        skeleton = _build(arch, None)
+    n_params = sum(p.numel() for p in skeleton.parameters())
+    if n_params > MAX_PARAMETERS:
+        raise ConfigError(
+            f"model {arch.name!r} with options {arch.options} would have {n_params:,} parameters, "
+            f"more than the limit of {MAX_PARAMETERS:,}"
+        )
+    return n_params
+
+
+def _build(arch: Architecture, seed: int | None) -> ImageClassifier:
     factory = MODELS.get(arch.name)
     options = {k: tuple(v) if isinstance(v, list) else v for k, v in arch.options.items()}
     with torch.random.fork_rng(devices=[]):
@@ -79,8 +112,8 @@ def build_model(arch: Architecture, *, seed: int | None = None) -> ImageClassifi
                 std=torch.tensor(arch.std),
                 **options,
             )
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"bad options for model {arch.name!r}: {exc}") from exc
+        except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+            raise ConfigError(f"bad options for model {arch.name!r} ({arch.options}): {exc}"[:500]) from None
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model factory {arch.name!r} did not return an nn.Module")
     return model

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bastion.artifacts.results import read_results
-from bastion.errors import CheckpointError
+from bastion.errors import CheckpointError, ConfigError
 from bastion.io import atomic_write_bytes, atomic_write_text
 from bastion.render import plots
 from bastion.render.experiment import EXPLANATION, comparison_lines, method_table
@@ -363,6 +363,15 @@ def write_report(paths: list[Path], out: Path, title: str = "bastion report") ->
     """Write ``out`` (HTML) and ``out`` with suffix .md plus its figures in ``OUT_files/``."""
     if not paths:
         raise CheckpointError("give at least one run or experiment folder")
+    for target in (out, out.with_suffix(".md")):
+        if target.is_dir():
+            raise ConfigError(f"--out {target} is an existing folder; name the HTML file to write")
+    figures = out.parent / f"{out.stem}_files"
+    if figures.exists() and not figures.is_dir():
+        raise ConfigError(f"--out {out}: the figures folder {figures} is an existing file; choose another --out")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise ConfigError(f"--out {out}: {parent} is a file, not a folder")
     labels = [p.name or str(p) for p in paths]
     if len(set(labels)) != len(labels):
         labels = [str(p) for p in paths]

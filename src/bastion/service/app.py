@@ -30,6 +30,7 @@ import torch
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bastion.artifacts.bundle import Bundle
@@ -62,6 +63,9 @@ class ServiceSettings:
         token: bearer token every /v1 and /metrics request must present; None = no auth.
         defend: run the bundle's runtime defense (False: the bare model, every input accepted).
         audit_log: JSONL file receiving flagged and rejected inputs; None = no audit log.
+        header_timeout_s: a connection whose request line and headers are not complete this long
+            (between 1x and 2x) is closed: a slow-header client (slowloris) does not hold a socket forever.
+        max_connections: concurrent connections; uvicorn answers 503 beyond.
     """
 
     max_inputs: int = 256
@@ -75,9 +79,19 @@ class ServiceSettings:
     audit_log: Path | None = None
     audit_max_bytes: int = 10 << 20
     audit_backups: int = 3
+    header_timeout_s: float = 10.0
+    max_connections: int = 1024
 
     def __post_init__(self) -> None:
-        positive = ("max_inputs", "max_body_bytes", "timeout_s", "max_queue", "batch_rows")
+        positive = (
+            "max_inputs",
+            "max_body_bytes",
+            "timeout_s",
+            "max_queue",
+            "batch_rows",
+            "header_timeout_s",
+            "max_connections",
+        )
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"service setting {name} must be > 0, got {getattr(self, name)}")
@@ -247,7 +261,14 @@ async def parse_request(request: Request, spec: DatasetSpec, settings: ServiceSe
         raise RequestError(f"request body not received within {settings.timeout_s:g} s", status=408) from None
     ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
-        form = await request.form(max_files=settings.max_inputs + 1, max_fields=settings.max_inputs + 1)
+        try:
+            form = await request.form(max_files=settings.max_inputs, max_fields=settings.max_inputs)
+        except StarletteHTTPException as exc:  # starlette answers 400 for every multipart problem
+            detail = str(exc.detail)
+            if detail.startswith(("Too many files", "Too many fields")):
+                msg = f"files: more than {settings.max_inputs} uploads per request ({detail})"
+                raise RequestError(msg[:300], loc=("body", "files"), status=413, kind="too_large") from None
+            raise RequestError(f"malformed multipart body: {detail}"[:300], status=400) from None
         for key in form:
             if key != "files":
                 raise RequestError(f"{key}: unknown form field (allowed: files)"[:300], loc=("body", key))
@@ -361,6 +382,64 @@ def serve(
             raise ConfigError(f"threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
 
+    check_port(port)
     if host not in ("127.0.0.1", "localhost", "::1") and settings.token is None:
         log.warning("serving on %s without a bearer token: anyone who can reach the port can query the model", host)
-    uvicorn.run(create_app(bundle, settings), host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(
+        create_app(bundle, settings),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        http=header_timeout_protocol(settings.header_timeout_s),
+        limit_concurrency=settings.max_connections,
+        h11_max_incomplete_event_size=64 << 10,  # request line + headers (h11; httptools has its own)
+    )
+
+
+def check_port(port: int) -> int:
+    """A TCP port 0..65535 (0: any free port), else ConfigError before anything binds or prints."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ConfigError(f"--port must be an integer in 0..65535, got {port!r}")
+    return port
+
+
+def header_timeout_protocol(timeout_s: float) -> type[Any]:
+    """uvicorn's HTTP protocol (httptools if installed, else h11: what uvicorn picks itself), closing
+    connections whose request headers do not arrive within ``timeout_s``.
+
+    uvicorn times out idle keep-alive connections but not a client trickling a request line and headers
+    (slowloris). A timer checks every ``timeout_s`` whether a new request started since the last check while
+    none is in flight; if not, the connection is closed. Bodies are bounded separately (408, see
+    ``parse_request``).
+    """
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    if not timeout_s > 0:
+        raise ConfigError(f"header timeout must be > 0, got {timeout_s}")
+
+    base: Any = AutoHTTPProtocol  # both implementations create ``cycle`` once a request's headers are complete
+
+    class HeaderTimeoutProtocol(base):
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._seen_cycle: Any = None
+            self._header_timer: asyncio.TimerHandle | None = self.loop.call_later(timeout_s, self._check_headers)
+
+        def _check_headers(self) -> None:
+            cycle = self.cycle
+            waiting = cycle is None or cycle.response_complete
+            if waiting and cycle is self._seen_cycle:
+                self._header_timer = None
+                self.transport.close()
+                return
+            self._seen_cycle = cycle
+            self._header_timer = self.loop.call_later(timeout_s, self._check_headers)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+            super().connection_lost(exc)
+
+    return HeaderTimeoutProtocol

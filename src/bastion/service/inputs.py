@@ -4,7 +4,8 @@ Three input forms, all validated against the bundle's dataset spec before anythi
 - a nested list in the model's input shape, values inside the input domain (images, or model-space rows);
 - an object with one named field per raw feature (tabular models), checked against the feature schema
   and mapped through the bundle's fitted preprocessing;
-- an uploaded PNG/PPM (multipart), decoded, converted to the model's channels and resized to its size;
+- an uploaded PNG, JPEG, BMP or PPM/PGM (multipart; other formats are refused before decoding), decoded,
+  converted to the model's channels and resized to its size;
 - a binary ``.npy`` array (N, *input_shape) of floats (``application/x-npy``): no per-number parsing,
   for clients that batch many inputs. Read with ``allow_pickle=False``: object arrays are refused.
 """
@@ -21,7 +22,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from bastion.data.formats.image import decode_image_bytes, resize, to_rgb
+from bastion.data.formats.image import UPLOAD_FORMATS, decode_image_bytes, resize, to_rgb
 from bastion.data.spec import DatasetSpec
 from bastion.data.tabular.preprocess import raw_violations
 from bastion.data.tabular.schema import FeatureKind
@@ -183,7 +184,7 @@ def parse_json(obj: Any, spec: DatasetSpec, *, max_inputs: int) -> Tensor:
 
 
 def parse_images(files: Sequence[tuple[str, bytes]], spec: DatasetSpec, *, max_inputs: int) -> Tensor:
-    """Uploaded PNG / PPM / PGM files -> (N, C, H, W) in [0, 1]: grey is replicated for RGB models,
+    """Uploaded PNG / JPEG / BMP / PPM / PGM files -> (N, C, H, W) in [0, 1]: grey is replicated for RGB models,
     sizes are resized bilinearly (as the folder readers do). Colour uploads to a grey model are refused."""
     if spec.modality != "image" or len(spec.input_shape) != 3:
         raise RequestError("files: this model takes JSON inputs, not image uploads", loc=("body", "files"))
@@ -200,7 +201,9 @@ def parse_images(files: Sequence[tuple[str, bytes]], spec: DatasetSpec, *, max_i
     for i, (name, data) in enumerate(files):
         loc: Loc = ("body", "files", i)
         try:
-            image = decode_image_bytes(data, f"files[{i}] ({name})"[:200], max_pixels=MAX_IMAGE_PIXELS)
+            image = decode_image_bytes(
+                data, f"files[{i}] ({name})"[:200], max_pixels=MAX_IMAGE_PIXELS, formats=UPLOAD_FORMATS
+            )
         except BastionError as exc:
             raise RequestError(str(exc)[:500], loc=loc) from None
         if channels == 3:
@@ -217,14 +220,57 @@ def parse_images(files: Sequence[tuple[str, bytes]], spec: DatasetSpec, *, max_i
 NPY_MAGIC = b"\x93NUMPY"
 
 
+def check_npy_header(body: bytes, spec: DatasetSpec, *, max_inputs: int) -> None:
+    """Read only the .npy header and check its dtype, shape and size against the body before any array
+    is allocated: a 1 kB body declaring a (10**12, ...) shape is a 4xx, never an allocation.
+
+    Raises:
+        RequestError: 422 for an unreadable header, a non-float dtype, a shape other than
+            (N, *input_shape) or a size that disagrees with the bytes sent; 413 for N > ``max_inputs``.
+    """
+    loc: Loc = ("body",)
+    stream = io.BytesIO(body)
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            header_shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version in ((2, 0), (3, 0)):
+            header_shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as exc:
+        raise RequestError(f"body: unreadable .npy header: {exc}"[:300], loc=loc) from None
+    shape = tuple(spec.input_shape)
+    if dtype.hasobject:
+        raise RequestError("body: object arrays are refused (.npy bodies are read with allow_pickle=False)", loc=loc)
+    if dtype.kind != "f" or dtype.itemsize not in (4, 8):
+        raise RequestError(f"body: expected a float32 or float64 array, got {dtype}", loc=loc)
+    if len(header_shape) != len(shape) + 1 or tuple(header_shape[1:]) != shape or header_shape[0] < 1:
+        want = ", ".join(map(str, shape))
+        raise RequestError(f"body: expected shape (N, {want}) with N >= 1, got {tuple(header_shape)}", loc=loc)
+    if header_shape[0] > max_inputs:
+        raise RequestError(
+            f"body: {header_shape[0]} inputs exceed the limit of {max_inputs} per request", loc=loc, status=413
+        )
+    declared = math.prod(header_shape) * dtype.itemsize
+    sent = len(body) - stream.tell()
+    if declared != sent:
+        raise RequestError(
+            f"body: the .npy header declares {declared} data bytes (shape {tuple(header_shape)}, {dtype}) "
+            f"but {sent} were sent",
+            loc=loc,
+        )
+
+
 def parse_npy(body: bytes, spec: DatasetSpec, *, max_inputs: int) -> Tensor:
     """A ``.npy`` float array (N, *input_shape) -> (N, *input_shape) float32 inside the domain."""
     loc: Loc = ("body",)
     if not body.startswith(NPY_MAGIC):
         raise RequestError("body: not a .npy array (magic number missing)", loc=loc)
+    check_npy_header(body, spec, max_inputs=max_inputs)
     try:
         arr = np.load(io.BytesIO(body), allow_pickle=False)
-    except (ValueError, OSError, EOFError, SyntaxError) as exc:
+    except (ValueError, OSError, EOFError, SyntaxError, MemoryError) as exc:
         raise RequestError(f"body: unreadable .npy array: {exc}"[:300], loc=loc) from None
     shape = tuple(spec.input_shape)
     if arr.dtype.kind != "f" or arr.dtype.itemsize not in (4, 8):

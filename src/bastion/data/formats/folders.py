@@ -118,6 +118,10 @@ def load_image_folder(root: str | os.PathLike[str], *, size: int | None = None) 
     )
 
 
+#: Most classes a labelled array may declare (labels are 0..K-1; {0, 1e6} would mean a million outputs).
+MAX_CLASSES = 10_000
+
+
 def load_npz(path: str | os.PathLike[str]) -> NpzData:
     """Load and validate an .npz holding `x` (N, H, W[, C]), `y` (N,) and optionally `class_names` (K,).
 
@@ -166,8 +170,15 @@ def load_npz(path: str | os.PathLike[str]) -> NpzData:
         raise DataFormatError(f"{path}: x has {len(x)} samples but y has {len(y)}")
     if y.size and int(y.min()) < 0:
         raise DataFormatError(f"{path}: label {int(y.min())} is negative")
+    if names is None and y.size and int(y.max()) >= MAX_CLASSES:
+        raise DataFormatError(
+            f"{path}: label {int(y.max())} implies {int(y.max()) + 1} classes, more than the limit of {MAX_CLASSES}; "
+            "labels must be 0..K-1 (add class_names for K classes)"
+        )
     class_names: tuple[str, ...] | None = None
     if names is not None:
+        if len(names) > MAX_CLASSES:
+            raise DataFormatError(f"{path}: {len(names)} class_names, more than the limit of {MAX_CLASSES}")
         if names.ndim != 1 or names.dtype.kind != "U":
             raise DataFormatError(f"{path}: class_names must be a 1-D string array, found {names.dtype} {names.shape}")
         class_names = tuple(str(name) for name in names)

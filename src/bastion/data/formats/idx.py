@@ -8,7 +8,9 @@ the file name, because renamed and pre-extracted copies are common.
 from __future__ import annotations
 
 import gzip
+import io
 import logging
+import math
 import os
 import zlib
 from pathlib import Path
@@ -37,12 +39,44 @@ MNIST_SPLITS = ("train", "t10k")
 _N_DIGITS = 10
 
 
+#: Largest IDX payload read (4 GiB; MNIST's training images are 47 MB).
+MAX_IDX_BYTES = 1 << 32
+#: Deflate cannot expand data more than about 1032:1, so a gzipped header declaring more is refused
+#: before decompressing. Peak memory of a gzipped IDX file is thus at most its size x (1 + 1032).
+MAX_GZIP_RATIO = 1032
+
+
+def _declared_bytes(header: bytes, name: str) -> int:
+    """The payload bytes an IDX header declares; Python ints, so huge dims cannot overflow."""
+    if len(header) < 4:
+        raise DataFormatError(f"{name}: {len(header)} bytes is too short for an IDX magic number (4 bytes)")
+    type_code, ndim = header[2], header[3]
+    dtype = _IDX_DTYPES.get(type_code)
+    header_len = 4 + 4 * ndim
+    if dtype is None or len(header) < header_len:
+        return 0  # _parse_idx names the problem
+    dims = [int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    return math.prod(dims) * dtype.itemsize
+
+
 def _read_maybe_gzipped(path: Path) -> bytes:
+    """The IDX bytes; a gzipped file is decompressed only as far as its header declares (plus one byte to
+    detect trailing data), after checking that size against :data:`MAX_IDX_BYTES` and the deflate limit."""
     raw = read_bytes(path, "an IDX file")
     if raw[:2] != _GZIP_MAGIC:
         return raw
     try:
-        return gzip.decompress(raw)
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as stream:
+            head = stream.read(4)
+            head += stream.read(4 * head[3]) if len(head) == 4 else b""
+            payload = _declared_bytes(head, str(path))
+            limit = min(MAX_IDX_BYTES, MAX_GZIP_RATIO * len(raw))
+            if payload > limit:
+                raise DataFormatError(
+                    f"{path}: IDX header declares {payload} bytes of data, more than this {len(raw)}-byte gzip "
+                    f"file can hold or than the limit of {MAX_IDX_BYTES} bytes"
+                )
+            return head + stream.read(payload + 1)
     except (OSError, EOFError, zlib.error) as exc:
         raise DataFormatError(f"{path}: corrupt or truncated gzip stream: {exc}") from exc
 
@@ -65,7 +99,7 @@ def _parse_idx(raw: bytes, name: str) -> NDArray[Any]:
         )
     shape = tuple(int(size) for size in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     dtype = _IDX_DTYPES[type_code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: dims whose product overflows int64 are fine
     actual = len(raw) - header_len
     if actual < expected:
         raise DataFormatError(
@@ -75,7 +109,7 @@ def _parse_idx(raw: bytes, name: str) -> NDArray[Any]:
     if actual > expected:
         raise DataFormatError(
             f"{name}: IDX data is {actual} bytes but shape {shape} of {dtype.newbyteorder('=').name} "
-            f"declares {expected}; {actual - expected} trailing bytes"
+            f"declares {expected}; {actual - expected} trailing bytes (a gzipped file is read only that far)"
         )
     values = np.frombuffer(raw, dtype=dtype, offset=header_len).reshape(shape)
     return values.astype(dtype.newbyteorder("="))  # native byte order, writable copy

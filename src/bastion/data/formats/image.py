@@ -7,6 +7,7 @@ out as (H, W, C) uint8 with C = 1 (grey) or 3 (RGB), so callers handle exactly t
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,11 +63,19 @@ def decode_image(path: Path) -> NDArray[np.uint8]:
     return decode_image_bytes(read_bytes(path, "an image file"), str(path))
 
 
-def decode_image_bytes(data: bytes, name: str, *, max_pixels: int | None = None) -> NDArray[np.uint8]:
+#: Pillow formats an untrusted upload may be decoded with (Netpbm is read by bastion's own reader).
+#: Everything else (EPS through Ghostscript, PSD, TIFF codecs, ...) is refused before a decoder runs.
+UPLOAD_FORMATS = ("PNG", "JPEG", "BMP")
+
+
+def decode_image_bytes(
+    data: bytes, name: str, *, max_pixels: int | None = None, formats: Sequence[str] | None = None
+) -> NDArray[np.uint8]:
     """Decode an image held in memory (an upload): same decoders and result as :func:`decode_image`.
 
     ``max_pixels`` refuses larger images before their pixels are decompressed (a small PNG can
-    expand to gigabytes); a Netpbm raster is never larger than ``data`` itself.
+    expand to gigabytes); a Netpbm raster is never larger than ``data`` itself. ``formats`` limits the
+    pillow decoders tried (e.g. :data:`UPLOAD_FORMATS`); None allows any pillow can open.
 
     Raises:
         DataFormatError: the content is not a readable grey/RGB image, or is too large; the message
@@ -74,15 +83,23 @@ def decode_image_bytes(data: bytes, name: str, *, max_pixels: int | None = None)
     """
     if data[:2] in _NETPBM_TYPES:
         return read_ppm(data, name=name)
+    allowed = None if formats is None else [f.upper() for f in formats]
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data), formats=allowed) as image:
+            if allowed is not None and image.format not in allowed:
+                raise DataFormatError(f"{name}: image format {image.format} is not accepted ({', '.join(allowed)})")
             if max_pixels is not None and image.width * image.height > max_pixels:
                 raise DataFormatError(
                     f"{name}: image is {image.width}x{image.height}, more than the {max_pixels} pixels allowed"
                 )
             image.load()
             return _pillow_to_array(image, name)
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
+    except UnidentifiedImageError as exc:
+        if allowed is not None:
+            kinds = ", ".join([*allowed, "PPM/PGM"])
+            raise DataFormatError(f"{name}: not an image in an accepted format ({kinds})") from exc
+        raise DataFormatError(f"{name}: cannot decode image: {exc}") from exc
+    except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, DataFormatError):
             raise
         raise DataFormatError(f"{name}: cannot decode image: {exc}") from exc

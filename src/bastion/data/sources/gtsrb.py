@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 from bastion.data.catalog import DATASETS
 from bastion.data.formats.gtsrb import GTSRB_CLASS_NAMES, load_gtsrb
 from bastion.data.images import image_spec, to_unit_chw
-from bastion.data.source import DataSource, positive_int, yes_no
+from bastion.data.source import DataSource, image_side, yes_no
 from bastion.data.spec import Dataset
 from bastion.data.splits import grouped_split, index_digest, take
 
@@ -37,7 +37,7 @@ def load_gtsrb_dataset(source: DataSource, seed: int) -> Dataset:
     training tracks validate; without it, each class's tracks are split 70/10/20. A folder holding only the
     test set loads with empty train and validation splits, for ``bastion evaluate --data``.
     """
-    options = source.typed_options({"size": positive_int, "roi": yes_no})
+    options = source.typed_options({"size": image_side, "roi": yes_no})
     root = source.location()
     size, roi = options.get("size", DEFAULT_SIZE), options.get("roi", False)
     raw = load_gtsrb(root, size=size, roi_crop=roi)

@@ -9,14 +9,14 @@ from __future__ import annotations
 from bastion.data.catalog import DATASETS
 from bastion.data.formats.folders import load_image_folder
 from bastion.data.images import checked_pool_dataset, image_spec, to_unit_chw
-from bastion.data.source import DataSource, positive_int, yes_no
+from bastion.data.source import DataSource, image_side, yes_no
 from bastion.data.spec import Dataset
 
 
 @DATASETS.register("imagefolder")
 def load_image_folder_dataset(source: DataSource, seed: int) -> Dataset:
     """One sub-folder per class, class names from the folder names."""
-    options = source.typed_options({"size": positive_int, "flip": yes_no})
+    options = source.typed_options({"size": image_side, "flip": yes_no})
     root = source.location()
     raw = load_image_folder(root, size=options.get("size"))
     x = to_unit_chw(raw.x)

@@ -118,14 +118,14 @@ class TabularSource:
         train_file, test_file = self.files(root, options)
         table = self.read_file(train_file, options)
         if test_file is not None:
-            tr, va = validation_split(table.labels, VAL_FRACTION, seed)
+            tr, va = validation_split(table.labels, VAL_FRACTION, seed, str(train_file))
             tables = {"train": table.select(tr), "val": table.select(va), "test": self.read_file(test_file, options)}
             info: dict[str, Any] = {
                 "method": f"official test file {test_file.name}; stratified 10% validation from {train_file.name}",
                 "index_digest": index_digest(tr, va),
             }
         else:
-            tr, va, te = stratified_split(table.labels, POOL_FRACTIONS, seed)
+            tr, va, te = stratified_split(table.labels, POOL_FRACTIONS, seed, str(train_file))
             tables = {"train": table.select(tr), "val": table.select(va), "test": table.select(te)}
             info = {"method": "stratified", "fractions": list(POOL_FRACTIONS), "index_digest": index_digest(tr, va, te)}
         pre = TabularPreprocessor(tables["train"].schema).fit(tables["train"])
