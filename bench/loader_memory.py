@@ -34,7 +34,12 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "npz": (4.0, 16.0),
     "npy request body": (3.0, 16.0),
     "model.json + weights": (4.0, 16.0),
+    # pandas parses the text, then the preprocessing one-hot encodes and scales into float32 splits
+    "tabular csv": (30.0, 32.0),
+    # every decoded image is kept as float32 (4 bytes per pixel value, after resizing to the spec's size)
+    "image folder": (12.0, 32.0),
 }
+SHARED = REPO.parent / "shared" / "data"
 
 CHILD = r"""
 import json, sys
@@ -43,7 +48,8 @@ def status_mb(field):
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(field)
-import numpy, torch  # noqa: F401  baseline includes the libraries
+import numpy, torch, pandas, sklearn.preprocessing, PIL.Image  # noqa: F401  baseline includes the libraries
+import bastion.data  # noqa: F401
 from bastion.errors import BastionError
 kind, path = sys.argv[1], sys.argv[2]
 if kind.startswith("npy"):
@@ -58,7 +64,13 @@ with open("/proc/self/clear_refs", "w") as fh:
 base = status_mb("VmRSS")
 outcome = "loaded"
 try:
-    if kind.startswith("idx"):
+    if kind == "tabular csv":
+        from bastion.data import load_tabular
+        load_tabular(path)
+    elif kind == "image folder":
+        from bastion.data import load_dataset
+        load_dataset(path)
+    elif kind.startswith("idx"):
         read_idx(path)
     elif kind == "npz":
         load_npz(path)
@@ -128,11 +140,28 @@ def make_cases(root: Path) -> list[tuple[str, str, Path]]:
     description["architecture"]["options"] = {"hidden": [10_000_000]}
     (root / "bomb-model" / "model.json").write_text(json.dumps(description))
     cases.append(("model.json + weights", "hostile: options hidden [10000000]", root / "bomb-model"))
+    for name, spec, file in [
+        ("nsl-kdd", "nsl-kdd:{}", SHARED / "nsl-kdd" / "KDDTrain+_20Percent.txt"),
+        ("ClaMP malware", "malware:{}", SHARED / "malware" / "ClaMP_Integrated-5184.csv"),
+        ("UCI phishing", "phishing:{}", SHARED / "phishing" / "phishing-websites.csv"),
+    ]:
+        if file.is_file():  # real data: measured when ../shared/data is present
+            cases.append(("tabular csv", f"valid: {name} ({file.name})", Path(spec.format(file))))
+    gtsrb_class = SHARED / "gtsrb" / "GTSRB" / "Final_Training" / "Images" / "00001"
+    if gtsrb_class.is_dir():
+        folder = root / "imagefolder"
+        (folder / "a").mkdir(parents=True)
+        (folder / "b").mkdir()
+        for i, ppm in enumerate(sorted(gtsrb_class.glob("*.ppm"))[:600]):
+            (folder / ("a" if i % 2 else "b") / ppm.name).write_bytes(ppm.read_bytes())
+        cases.append(("image folder", "valid: 600 GTSRB PPM files as an imagefolder", Path(f"imagefolder:{folder}")))
     del torch
     return cases
 
 
 def input_bytes(path: Path) -> int:
+    if ":" in str(path):  # a data SPEC: the file or folder after the loader's name
+        path = Path(str(path).split(":", 1)[1])
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
 
 

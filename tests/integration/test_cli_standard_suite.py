@@ -52,4 +52,5 @@ def test_evaluate_with_the_standard_suite_writes_records(tmp_path: Path, monkeyp
     assert "records" not in entry
     assert "records.json" in (out / "summary.md").read_text()
     assert entry["headline"]["aa_grade"] is True and entry["headline"]["robust_accuracy"] == robust["ensemble"]
-    assert "AA-grade" in result.output and "Robust accuracy is the AA-grade worst case" in " ".join(result.output.split())
+    printed = " ".join(result.output.split())
+    assert "AA-grade" in printed and "Robust accuracy is the AA-grade worst case" in printed
