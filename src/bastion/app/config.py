@@ -52,8 +52,9 @@ class TrainConfig(StrictConfig):
     channels_last: bool = False
     # Issue 15: adaptive stage transitions (progressive-trades; see docs/training.md).
     policy: Literal["fixed", "gap"] = "fixed"
-    policy_gap: float = Field(default=0.15, gt=0, lt=1)
+    policy_gap: float = Field(default=0.2, gt=0, lt=1)
     policy_examples: int = Field(default=100, ge=1)
+    policy_warmup: int = Field(default=2, ge=0)
     policy_max_steps: int | None = Field(default=None, ge=1)
 
 

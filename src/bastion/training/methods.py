@@ -25,7 +25,7 @@ class MethodConfig:
     for progressive-trades. ``policy``: ``fixed`` (the stages as written) or ``gap`` (progressive-trades
     only: strengthen the attack when a cheap attack's validation accuracy exceeds a strong one's by more
     than ``policy_gap``; at most ``policy_max_steps`` steps, default ``n_steps``; measured on
-    ``policy_examples`` validation examples; see ``GapPolicy``).
+    ``policy_examples`` validation examples, never in the first ``policy_warmup`` epochs; see ``GapPolicy``).
     """
 
     epochs: int = 10
@@ -45,8 +45,9 @@ class MethodConfig:
     teacher: str | None = None
     static_models: tuple[str, ...] = ()
     policy: Literal["fixed", "gap"] = "fixed"
-    policy_gap: float = 0.15
+    policy_gap: float = 0.2
     policy_examples: int = 100
+    policy_warmup: int = 2
     policy_max_steps: int | None = None
 
     def transition_policy(self) -> GapPolicy | None:
@@ -57,6 +58,7 @@ class MethodConfig:
             raise ConfigError(f"unknown transition policy {self.policy!r}; expected 'fixed' or 'gap'")
         return GapPolicy(
             gap=self.policy_gap,
+            warmup=self.policy_warmup,
             examples=self.policy_examples,
             max_steps=self.policy_max_steps if self.policy_max_steps is not None else self.n_steps,
         )

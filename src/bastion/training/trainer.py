@@ -436,9 +436,9 @@ def _enter_stage(run: _Run, epoch: int) -> tuple[int, Stage]:
 
 
 def _policy_stage(run: _Run, stage: Stage) -> Stage:
-    """The stage as the transition policy has strengthened it (more steps, their default step size)."""
+    """The stage as the transition policy has strengthened it (more steps; the stage's step size kept)."""
     if run.loop.policy_steps > stage.n_steps:
-        return replace(stage, n_steps=run.loop.policy_steps, rel_step_size=None)
+        return replace(stage, n_steps=run.loop.policy_steps)
     return stage
 
 
@@ -454,7 +454,7 @@ def _apply_policy(
     before = run.counter.backward
     # Re-seeded every epoch, so successive measurements differ by the weights only.
     rng = torch.Generator(device=held_out.x.device).manual_seed(run.seed + 4)
-    cheap = PGD(n_steps=stage.n_steps, rel_step_size=stage.step_fraction)
+    cheap = PGD(n_steps=stage.n_steps, rel_step_size=replace(stage, rel_step_size=None).step_fraction)
     strong = PGD(n_steps=policy.strong_steps, n_restarts=policy.strong_restarts)
     cheap_acc = robust_accuracy(counted, held_out, cheap, threat, rng=rng).accuracy
     strong_acc = robust_accuracy(counted, held_out, strong, threat, rng=rng).accuracy
@@ -467,7 +467,7 @@ def _apply_policy(
             "policy_gap": round(gap, 4),
         }
     )
-    if gap <= policy.gap or epoch + 1 >= run.schedule.total_epochs:
+    if gap <= policy.gap or epoch < policy.warmup or epoch + 1 >= run.schedule.total_epochs:
         return
     to_steps = policy.strengthened(stage.n_steps)
     event: dict[str, Any] = {

@@ -44,7 +44,7 @@ def small(digits: Dataset, n: int = 96) -> Dataset:
 
 CARRY = [
     {"epochs": 2, "eps": 0.1, "n_steps": 1, "start": "carry"},
-    {"epochs": 1, "eps": 0.2, "n_steps": 1, "start": "carry"},
+    {"epochs": 2, "eps": 0.2, "n_steps": 1, "start": "carry"},
 ]
 
 
@@ -92,7 +92,7 @@ def test_carry_over_persists_across_epochs_and_costs_one_step(digits: Dataset) -
     assert objective.carry.seen is not None and bool(objective.carry.seen.all())
     assert objective.carry.q is not None and int(objective.carry.q.abs().max()) == LEVELS  # reaches the ball's edge
     # one attack step plus the clean and adversarial training passes, per example and epoch
-    assert record.gradient_evaluations == 3 * 3 * len(data.train)
+    assert record.gradient_evaluations == 4 * 3 * len(data.train)
     assert record.policy_gradient_evaluations == 0
 
 
@@ -130,9 +130,9 @@ def test_resume_restores_the_carried_perturbations_and_the_policy_bit_exactly(di
     data = small(digits)
     model_a, objective_a, record_a = _run(data, tmp_path / "a")
     with pytest.raises(_Interrupt):
-        _run(data, tmp_path / "b", interrupt_at=(2, 2))  # killed during the last epoch
+        _run(data, tmp_path / "b", interrupt_at=(3, 2))  # killed during the last epoch
     model_b, objective_b, record_b = _run(data, tmp_path / "b", resume=True)
-    assert record_b.resumed_at_epoch == 2
+    assert record_b.resumed_at_epoch == 3
     for (k, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
     assert torch.equal(objective_a.carry.q, objective_b.carry.q)  # type: ignore[arg-type]
@@ -143,6 +143,7 @@ def test_resume_restores_the_carried_perturbations_and_the_policy_bit_exactly(di
         dict(h, wall_time_s=a["wall_time_s"]) for h, a in zip(record_b.history, record_a.history, strict=True)
     ]
     assert record_a.events == record_b.events
+    assert any(e["kind"] == "policy-transition" for e in record_a.events)  # the policy state was resumed too
 
 
 def _fake_accuracy(cheap: float, strong: float):
@@ -163,7 +164,7 @@ def test_an_injected_gap_strengthens_the_attack_and_is_recorded(
 ) -> None:
     data = small(digits)
     monkeypatch.setattr(trainer_module, "robust_accuracy", _fake_accuracy(cheap=0.8, strong=0.3))
-    stages = ({"epochs": 3, "eps": 0.2, "n_steps": 1, "start": "carry"},)
+    stages = ({"epochs": 5, "eps": 0.2, "n_steps": 1, "start": "carry"},)
     objective, schedule = build_method(
         "progressive-trades", MethodConfig(eps=0.2, n_steps=4, stages=stages, policy="gap")
     )
@@ -177,11 +178,11 @@ def test_an_injected_gap_strengthens_the_attack_and_is_recorded(
         settings=TrainSettings(batch_size=32, val_examples=0),
         val=data.val,
     )
-    assert [h["n_steps"] for h in record.history] == [1, 2, 4]
+    assert [h["n_steps"] for h in record.history] == [1, 1, 1, 2, 4]  # two warm-up epochs
     transitions = [e for e in record.events if e["kind"] == "policy-transition"]
     assert [(e["epoch"], e["from_steps"], e["to_steps"], e["action"]) for e in transitions] == [
-        (0, 1, 2, "strengthen"),
-        (1, 2, 4, "strengthen"),
+        (2, 1, 2, "strengthen"),
+        (3, 2, 4, "strengthen"),
     ]
     assert transitions[0]["gap"] == pytest.approx(0.5) and "exceeds PGD-10x1" in transitions[0]["reason"]
     assert all(h["policy_gap"] == pytest.approx(0.5) for h in record.history)
