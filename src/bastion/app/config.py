@@ -51,6 +51,12 @@ class TrainConfig(StrictConfig):
     collapse_action: Literal["off", "record", "stop", "rollback"] = "record"
     amp: bool = False
     channels_last: bool = False
+    # Issue 15: adaptive stage transitions (progressive-trades; see docs/training.md).
+    policy: Literal["fixed", "gap"] = "fixed"
+    policy_gap: float = Field(default=0.2, gt=0, lt=1)
+    policy_examples: int = Field(default=100, ge=1)
+    policy_warmup: int = Field(default=2, ge=0)
+    policy_max_steps: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="before")
     @classmethod

@@ -12,7 +12,7 @@ from bastion.models.checkpoint import load_model
 from bastion.registry import Registry
 from bastion.training import objectives
 from bastion.training.objectives import Objective
-from bastion.training.schedules import Schedule, constant, progressive
+from bastion.training.schedules import GapPolicy, Schedule, constant, progressive
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,7 +22,10 @@ class MethodConfig:
     ``guard``/``noise``: fast-at's catastrophic-overfitting guard; ``replays``: free-at's m;
     ``temperature``/``teacher``: distillation (teacher = a saved model folder, trained at that temperature);
     ``static_models``: ensemble-at's pre-trained model folders; ``single_step_epochs``: a cheap first stage
-    for progressive-trades.
+    for progressive-trades. ``policy``: ``fixed`` (the stages as written) or ``gap`` (progressive-trades
+    only: strengthen the attack when a cheap attack's validation accuracy exceeds a strong one's by more
+    than ``policy_gap``; at most ``policy_max_steps`` steps, default ``n_steps``; measured on
+    ``policy_examples`` validation examples, never in the first ``policy_warmup`` epochs; see ``GapPolicy``).
     """
 
     epochs: int = 10
@@ -41,6 +44,24 @@ class MethodConfig:
     temperature: float = 20.0
     teacher: str | None = None
     static_models: tuple[str, ...] = ()
+    policy: Literal["fixed", "gap"] = "fixed"
+    policy_gap: float = 0.2
+    policy_examples: int = 100
+    policy_warmup: int = 2
+    policy_max_steps: int | None = None
+
+    def transition_policy(self) -> GapPolicy | None:
+        """The named policy as data (None for ``fixed``); an unknown name is an error."""
+        if self.policy == "fixed":
+            return None
+        if self.policy != "gap":
+            raise ConfigError(f"unknown transition policy {self.policy!r}; expected 'fixed' or 'gap'")
+        return GapPolicy(
+            gap=self.policy_gap,
+            warmup=self.policy_warmup,
+            examples=self.policy_examples,
+            max_steps=self.policy_max_steps if self.policy_max_steps is not None else self.n_steps,
+        )
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> MethodConfig:
@@ -82,7 +103,7 @@ def _progressive_trades(c: MethodConfig) -> tuple[Objective, Schedule]:
             final_fraction=c.final_fraction,
             single_step_epochs=c.single_step_epochs,
         )
-    return objectives.TRADES(name="progressive-trades"), schedule
+    return objectives.TRADES(name="progressive-trades"), schedule.with_policy(c.transition_policy())
 
 
 @METHODS.register("mart")
@@ -129,4 +150,6 @@ def build_method(name: str, config: MethodConfig) -> tuple[Objective, Schedule]:
     """(objective, schedule) for a method name; unknown names list the available ones."""
     if config.stages is not None and name != "progressive-trades":
         raise ConfigError(f"explicit stages are only used by 'progressive-trades', not {name!r}")
+    if config.policy != "fixed" and name != "progressive-trades":
+        raise ConfigError(f"a transition policy is only used by 'progressive-trades', not {name!r}")
     return METHODS.get(name)(config)

@@ -21,6 +21,7 @@ from bastion.compute import CountingModel
 from bastion.errors import ConfigError
 from bastion.goals import Diverge, Misclassify
 from bastion.threat import ThreatModel
+from bastion.training.carry import PerturbationStore
 from bastion.training.schedules import Stage
 
 
@@ -102,12 +103,20 @@ class PGDAT:
 class TRADES:
     """Zhang et al. 2019 (arXiv:1901.08573): CE(f(x), y) + beta * KL(f(x) || f(x')).
 
-    x' maximises the KL to the clean prediction inside the ball. With beta = 0 (or eps = 0) no attack is
-    run and the objective is exactly standard training. The progressive multi-stage variant is this
-    objective under a ``progressive`` schedule.
+    x' maximises the KL to the clean prediction inside the ball, by ``stage.n_steps`` signed-gradient
+    steps of ``stage.step_fraction * eps`` from a uniform point of the ball (the whole L-inf cube, not
+    the paper's 0.001-Gaussian start, at which a one-step KL attack has almost no gradient). A stage with
+    ``start: carry`` starts each example from its perturbation of the previous epoch instead (ATTA; see
+    ``bastion.training.carry``). With beta = 0 (or eps = 0) no attack is run and the objective is exactly
+    standard training. The progressive multi-stage variant is this objective under a staged schedule.
     """
 
     name: str = "trades"
+    carry: PerturbationStore = field(default_factory=PerturbationStore, compare=False, repr=False)
+
+    def select_batch(self, index: Tensor, n_total: int, example_shape: tuple[int, ...]) -> None:
+        """The trainer names the next batch's examples (positions in the training split) for carry-over."""
+        self.carry.select(index, n_total, example_shape)
 
     def __call__(self, model, x, y, stage, threat, rng):
         logits = model(x)
@@ -116,11 +125,35 @@ class TRADES:
             return LossOutput(natural, {"loss": _f(natural), "natural": _f(natural), "robust": 0.0})
         threat = threat.with_eps(stage.eps)
         ref = logits.detach().softmax(dim=1)
-        x_adv = _inner_attack(stage, kl_to_reference).perturb(model, x, Diverge(ref), threat, rng=rng)
+        if stage.start == "carry":
+            x_adv = self._carried_attack(model, x.detach(), ref, stage, threat, rng)
+        else:
+            x_adv = _inner_attack(stage, kl_to_reference).perturb(model, x, Diverge(ref), threat, rng=rng)
         adv_logits = model(x_adv)
         robust = kl_between_logits(adv_logits, logits).mean()
         loss = natural + stage.beta * robust
         return LossOutput(loss, {"loss": _f(loss), "natural": _f(natural), "robust": _f(robust)})
+
+    def _carried_attack(
+        self, model: nn.Module, x: Tensor, ref: Tensor, stage: Stage, threat: ThreatModel, rng: torch.Generator | None
+    ) -> Tensor:
+        """The KL ascent from each example's carried perturbation; the result is carried on."""
+        step = stage.step_fraction * stage.eps
+        goal = Diverge(ref)
+        with evaluating(model):
+            x_adv = self.carry.start(x, threat, rng)
+            for _ in range(stage.n_steps):
+                _, grad, _ = loss_gradient(model, x_adv, goal, kl_to_reference)
+                x_adv = threat.project(x_adv + step * threat.steepest(grad), x)
+            x_adv = threat.domain.repair(x_adv, x).detach()
+        self.carry.put(x_adv, x, stage.eps)
+        return x_adv
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        return self.carry.state_tensors()
+
+    def load_state_tensors(self, state: dict[str, Tensor], device: torch.device) -> None:
+        self.carry.load_state_tensors(state, device)
 
 
 def _accuracy(logits: Tensor, y: Tensor) -> float:

@@ -24,6 +24,10 @@ class Stage:
         rel_step_size: attack step as a fraction of eps; None -> 2.5 / n_steps (Madry), or 1.25 for a
             single step (the random-start FGSM step of Wong et al. 2020).
         beta: TRADES trade-off weight (>= 0); ignored by PGD-AT and standard training.
+        start: where TRADES' inner attack starts. ``uniform``: a fresh uniform point of the eps-ball (the
+            whole cube under L-inf, as in FGSM-RS). ``carry``: each example's perturbation from its
+            previous visit (ATTA, Zheng et al. CVPR 2020), rescaled to this stage's eps; uniform on the
+            first visit. Other objectives accept ``uniform`` only.
     """
 
     epochs: int
@@ -31,6 +35,7 @@ class Stage:
     n_steps: int = 10
     rel_step_size: float | None = None
     beta: float = 6.0
+    start: Literal["uniform", "carry"] = "uniform"
 
     def __post_init__(self) -> None:
         if not isinstance(self.epochs, int) or self.epochs < 1:
@@ -43,6 +48,8 @@ class Stage:
             raise ConfigError(f"stage rel_step_size must be > 0, got {self.rel_step_size}")
         if not math.isfinite(self.beta) or self.beta < 0:
             raise ConfigError(f"stage beta must be finite and >= 0, got {self.beta}")
+        if self.start not in ("uniform", "carry"):
+            raise ConfigError(f"stage start must be 'uniform' or 'carry', got {self.start!r}")
 
     @property
     def step_fraction(self) -> float:
@@ -54,11 +61,75 @@ class Stage:
         return asdict(self)
 
 
+@dataclass(frozen=True, kw_only=True)
+class GapPolicy:
+    """The ``gap`` transition policy: strengthen the inner attack when a cheap attack overstates robustness.
+
+    After every epoch the trainer attacks the first ``examples`` validation examples (held out from
+    training, the same ones every epoch) twice at the stage's eps: with a fresh copy of the stage's attack
+    (its steps at their default step size, 1.25 eps for one step as in FGSM-RS; cross-entropy, uniform
+    start; a carried stage's small step is sized for accumulation over epochs, not for one visit) and with
+    a stronger one (PGD-``strong_steps`` with ``strong_restarts`` random restarts). If the cheap attack's
+    accuracy exceeds the strong one's by more than ``gap`` (the signature of gradient masking and of
+    catastrophic overfitting), every later epoch uses ``factor`` x the attack steps (at least one more, at
+    most ``max_steps``; the stage's step size is kept). The first ``warmup`` epochs are measured but never
+    trigger: early in training every model, TRADES with 5 steps included, shows a large gap between one
+    and ten steps. Each measurement goes into the epoch's history; each transition, with its reason, into
+    the record's events. Its passes are counted as training compute (also reported separately as
+    ``policy_gradient_evaluations``).
+
+    Defaults were chosen on the MNIST validation split before the final benchmark (docs/training.md).
+    """
+
+    name: Literal["gap"] = "gap"
+    gap: float = 0.2
+    warmup: int = 2
+    examples: int = 100
+    strong_steps: int = 10
+    strong_restarts: int = 1
+    factor: int = 2
+    max_steps: int = 10
+
+    def __post_init__(self) -> None:
+        if self.name != "gap":
+            raise ConfigError(f"unknown transition policy {self.name!r}; expected 'gap'")
+        if not 0 < self.gap < 1:
+            raise ConfigError(f"policy gap must be in (0, 1), got {self.gap}")
+        for key in ("examples", "strong_steps", "strong_restarts", "max_steps"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"policy {key} must be an integer >= 1, got {value!r}")
+        if not isinstance(self.warmup, int) or self.warmup < 0:
+            raise ConfigError(f"policy warmup must be an integer >= 0, got {self.warmup!r}")
+        if not isinstance(self.factor, int) or self.factor < 2:
+            raise ConfigError(f"policy factor must be an integer >= 2, got {self.factor!r}")
+
+    def strengthened(self, n_steps: int) -> int:
+        """The step count after a transition from ``n_steps`` (never beyond ``max_steps``)."""
+        return min(self.max_steps, max(n_steps + 1, n_steps * self.factor))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GapPolicy:
+        allowed = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - allowed
+        if unknown:
+            raise ConfigError(f"policy: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+        return cls(**d)
+
+
 @dataclass(frozen=True)
 class Schedule:
-    """An ordered tuple of stages. ``stage_at(epoch)`` gives (stage index, Stage) for a 0-based epoch."""
+    """An ordered tuple of stages. ``stage_at(epoch)`` gives (stage index, Stage) for a 0-based epoch.
+
+    ``policy`` (None: the stages run as written) lets a measured signal strengthen the stages' attack;
+    see :class:`GapPolicy`.
+    """
 
     stages: tuple[Stage, ...]
+    policy: GapPolicy | None = None
 
     def __post_init__(self) -> None:
         if not self.stages:
@@ -85,6 +156,9 @@ class Schedule:
     def to_list(self) -> list[dict[str, Any]]:
         return [s.to_dict() for s in self.stages]
 
+    def with_policy(self, policy: GapPolicy | None) -> Schedule:
+        return Schedule(self.stages, policy)
+
     def rows(self) -> list[dict[str, Any]]:
         """One row per stage for printing and logging: epochs covered, eps, steps, step size, beta."""
         rows, start = [], 0
@@ -97,6 +171,7 @@ class Schedule:
                     "n_steps": s.n_steps,
                     "step_size": round(s.step_fraction * s.eps, 6),
                     "beta": s.beta,
+                    "start": s.start,
                 }
             )
             start += s.epochs
@@ -105,7 +180,7 @@ class Schedule:
     @classmethod
     def from_list(cls, stages: list[dict[str, Any]], *, allow_decreasing: bool = False) -> Schedule:
         """Build from config data; eps and steps must not decrease unless ``allow_decreasing``."""
-        allowed = {"epochs", "eps", "n_steps", "rel_step_size", "beta"}
+        allowed = {"epochs", "eps", "n_steps", "rel_step_size", "beta", "start"}
         built = []
         for i, d in enumerate(stages):
             unknown = set(d) - allowed

@@ -10,7 +10,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,7 +28,7 @@ from bastion.threat import ThreatModel
 from bastion.training import distributed as ddp
 from bastion.training import state as ckpt
 from bastion.training.objectives import LossOutput, Objective
-from bastion.training.schedules import Schedule, Stage
+from bastion.training.schedules import GapPolicy, Schedule, Stage
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,8 @@ class TrainingRecord:
     best: dict[str, Any] | None = None
     world_size: int = 1
     resumed_at_epoch: int | None = None
+    policy: dict[str, Any] | None = None
+    policy_gradient_evaluations: int = 0
 
     def add_teacher(self, teacher: TrainingRecord) -> None:
         """A distilled student's cost includes its teacher's: the passes add up, the teacher is an event."""
@@ -136,6 +138,8 @@ class TrainingRecord:
             "best": self.best,
             "world_size": self.world_size,
             "resumed_at_epoch": self.resumed_at_epoch,
+            "policy": self.policy,
+            "policy_gradient_evaluations": self.policy_gradient_evaluations,
         }
 
     @classmethod
@@ -153,6 +157,8 @@ class TrainingRecord:
             best=d.get("best"),
             world_size=d.get("world_size", 1),
             resumed_at_epoch=d.get("resumed_at_epoch"),
+            policy=d.get("policy"),
+            policy_gradient_evaluations=d.get("policy_gradient_evaluations", 0),
         )
 
 
@@ -188,6 +194,8 @@ class _Loop:
     train_time: float = 0.0
     validation_time: float = 0.0
     stopped: bool = False
+    policy_steps: int = 0  # the transition policy's floor on attack steps (0: none yet)
+    policy_backward: int = 0  # backward passes the policy's measurements cost (included in the totals)
 
 
 def _state_tensors(module: nn.Module) -> dict[str, Tensor]:
@@ -218,6 +226,7 @@ class _Run:
     record: TrainingRecord
     val: Split | None  # the validation subset, on the device
     val_threat: ThreatModel
+    policy_val: Split | None  # the transition policy's fixed held-out batch, on the device
     run_id: dict[str, Any]
     directory: Path | None
     n_batches: int
@@ -281,6 +290,10 @@ def fit(
         raise ConfigError("restore_best needs validation data (val and val_examples > 0)")
     if resume and checkpoint_dir is None:
         raise ConfigError("resume needs a checkpoint_dir to resume from")
+    if schedule.policy is not None and val is None:
+        raise ConfigError(f"transition policy {schedule.policy.name!r} needs validation data (val)")
+    if any(st.start == "carry" for st in schedule.stages) and not hasattr(objective, "select_batch"):
+        raise ConfigError(f"{objective.name} cannot carry perturbations across epochs (start: carry is TRADES')")
     run = _start(model, train, objective, schedule, threat, s, val, seed, checkpoint_dir)
     if resume and run.directory is not None:
         run.loop, run.best_state = _restore(run, run.directory / ckpt.LAST)
@@ -350,13 +363,22 @@ def _start(
         scaler=torch.amp.GradScaler("cuda") if (s.amp and cuda) else None,
         ema=ema,
         generators=generators,
-        record=TrainingRecord(method=objective.name, schedule=schedule.to_list(), world_size=world),
+        record=TrainingRecord(
+            method=objective.name,
+            schedule=schedule.to_list(),
+            world_size=world,
+            policy=schedule.policy.to_dict() if schedule.policy is not None else None,
+        ),
         val=val.take(s.val_examples).to(device) if (val is not None and s.val_examples > 0) else None,
         # Robustness is validated at the schedule's final budget; clean-only schedules use the threat's own.
         val_threat=threat.with_eps(schedule.final_eps or threat.eps),
+        policy_val=(
+            val.take(schedule.policy.examples).to(device) if (val is not None and schedule.policy is not None) else None
+        ),
         run_id={
             "method": objective.name,
             "schedule": schedule.to_list(),
+            "policy": schedule.policy.to_dict() if schedule.policy is not None else None,
             "settings": asdict(s),
             "seed": seed,
             "n_train": len(train),
@@ -371,12 +393,15 @@ def _start(
 def _run_epoch(run: _Run, epoch: int, on_batch: BatchHook | None, augment: Augment | None) -> None:
     """One epoch: train, log, validate, react to a collapse, checkpoint."""
     index, stage = _enter_stage(run, epoch)
+    stage = _policy_stage(run, stage)
     run.model.train()
     t0 = time.perf_counter()
     metrics = _train_epoch(run, epoch, stage, on_batch, augment)
-    run.loop.train_time += time.perf_counter() - t0
     entry: dict[str, Any] = {"epoch": epoch, "stage": index, "eps": stage.eps, "n_steps": stage.n_steps}
     entry.update(metrics)
+    if run.schedule.policy is not None and run.policy_val is not None:
+        _apply_policy(run, run.schedule.policy, run.policy_val, epoch, stage, entry)
+    run.loop.train_time += time.perf_counter() - t0
     entry["wall_time_s"] = round(run.loop.train_time, 3)
     improved = _validate_epoch(run, epoch, entry)
     run.record.history.append(entry)
@@ -410,6 +435,68 @@ def _enter_stage(run: _Run, epoch: int) -> tuple[int, Stage]:
     return index, stage
 
 
+def _policy_stage(run: _Run, stage: Stage) -> Stage:
+    """The stage as the transition policy has strengthened it (more steps; the stage's step size kept)."""
+    if run.loop.policy_steps > stage.n_steps:
+        return replace(stage, n_steps=run.loop.policy_steps)
+    return stage
+
+
+def _apply_policy(
+    run: _Run, policy: GapPolicy, held_out: Split, epoch: int, stage: Stage, entry: dict[str, Any]
+) -> None:
+    """Measure the cheap-vs-strong gap on the fixed held-out batch; strengthen the attack when it opens.
+
+    Counted as training compute: the measurement runs through the run's pass counter.
+    """
+    counted = CountingModel(run.evaluated, run.counter)
+    threat = run.threat.with_eps(stage.eps or run.val_threat.eps)
+    before = run.counter.backward
+    # Re-seeded every epoch, so successive measurements differ by the weights only.
+    rng = torch.Generator(device=held_out.x.device).manual_seed(run.seed + 4)
+    cheap = PGD(n_steps=stage.n_steps, rel_step_size=replace(stage, rel_step_size=None).step_fraction)
+    strong = PGD(n_steps=policy.strong_steps, n_restarts=policy.strong_restarts)
+    cheap_acc = robust_accuracy(counted, held_out, cheap, threat, rng=rng).accuracy
+    strong_acc = robust_accuracy(counted, held_out, strong, threat, rng=rng).accuracy
+    run.loop.policy_backward += run.counter.backward - before
+    gap = cheap_acc - strong_acc
+    entry.update(
+        {
+            "policy_cheap_acc": round(cheap_acc, 4),
+            "policy_strong_acc": round(strong_acc, 4),
+            "policy_gap": round(gap, 4),
+        }
+    )
+    if gap <= policy.gap or epoch < policy.warmup or epoch + 1 >= run.schedule.total_epochs:
+        return
+    to_steps = policy.strengthened(stage.n_steps)
+    event: dict[str, Any] = {
+        "kind": "policy-transition",
+        "policy": policy.name,
+        "epoch": epoch,
+        "eps": stage.eps,
+        "cheap_acc": round(cheap_acc, 4),
+        "strong_acc": round(strong_acc, 4),
+        "gap": round(gap, 4),
+        "threshold": policy.gap,
+        "from_steps": stage.n_steps,
+        "to_steps": to_steps,
+    }
+    if to_steps <= stage.n_steps:
+        event["action"] = "none"
+        event["reason"] = f"gap {gap:.3f} > {policy.gap} but the attack is already at max_steps {policy.max_steps}"
+    else:
+        run.loop.policy_steps = to_steps
+        event["action"] = "strengthen"
+        event["reason"] = (
+            f"{stage.n_steps}-step attack accuracy {cheap_acc:.3f} exceeds PGD-{policy.strong_steps}x"
+            f"{policy.strong_restarts} accuracy {strong_acc:.3f} by {gap:.3f} > {policy.gap}: "
+            f"{to_steps} steps from epoch {epoch + 1} on"
+        )
+    run.record.events.append(event)
+    log.warning("transition policy at epoch %d: %s", epoch, event["reason"])
+
+
 def _train_epoch(
     run: _Run, epoch: int, stage: Stage, on_batch: BatchHook | None, augment: Augment | None
 ) -> dict[str, float]:
@@ -418,6 +505,7 @@ def _train_epoch(
     order = torch.randperm(len(train), generator=run.generators["shuffle"]).to(run.device)
     totals: dict[str, float] = {}
     n_seen = 0
+    select_batch = getattr(run.objective, "select_batch", None)
     for b in range(run.n_batches):
         idx = order[b * s.batch_size : (b + 1) * s.batch_size]
         n_global = len(idx)
@@ -428,6 +516,8 @@ def _train_epoch(
             x = x.contiguous(memory_format=torch.channels_last)
         if augment is not None and len(idx):
             x = augment(x, run.generators["augment"])
+        if select_batch is not None:
+            select_batch(idx, len(train), tuple(train.x.shape[1:]))
         for _ in range(run.replays):
             out = _step(run, x, y, stage, len(idx) / n_global, f"epoch {epoch}, batch {b}")
         if len(idx):
@@ -518,6 +608,9 @@ def _finish(run: _Run) -> TrainingRecord:
     record.gradient_evaluations = bwd
     record.wall_time_s = loop.train_time
     record.validation_time_s = loop.validation_time
+    # Every rank runs the same measurement (same weights, batch and seed), so the local count times the
+    # number of ranks is the global one, on every rank and across a resume.
+    record.policy_gradient_evaluations = loop.policy_backward * run.world
     return record
 
 
@@ -641,6 +734,8 @@ def _restore(run: _Run, path: Path) -> tuple[_Loop, dict[str, Tensor] | None]:
         train_time=loop_meta["train_time"],
         validation_time=loop_meta["validation_time"],
         stopped=loop_meta["stopped"],
+        policy_steps=int(loop_meta.get("policy_steps", 0)),
+        policy_backward=int(loop_meta.get("policy_backward", 0)),
     )
     return loop, best_state
 
