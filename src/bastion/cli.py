@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from bastion.errors import BastionError, ConfigError
 
@@ -23,8 +24,10 @@ app = typer.Typer(
     help="Adversarial training, runtime defenses and honest robustness evaluation.",
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=False)
-err_console = Console(stderr=True)
+# User-facing text holds paths, extras ('bastion[serve]') and SPEC options: never read it as rich markup.
+# Styled fixed labels are built with ``Text.assemble``.
+console = Console(stderr=False, markup=False)
+err_console = Console(stderr=True, markup=False)
 
 DATA_HELP = (
     "data SPEC: 'digits' (bundled), 'mnist:PATH', 'fashion-mnist:PATH', 'gtsrb:PATH[?size=N&roi=1]', 'cifar10:PATH', "
@@ -71,7 +74,7 @@ def _progress() -> Iterator[Any]:
         for task in tasks.values():
             progress.remove_task(task)
         tasks.clear()
-        err_console.print(f"[bold]>[/bold] {text}")
+        err_console.print(Text.assemble((">", "bold"), " ", text))
 
     def on_schedule(method: str, rows: list[dict[str, Any]]) -> None:
         _print_schedule(method, rows)
@@ -83,11 +86,11 @@ def _progress() -> Iterator[Any]:
 def _print_schedule(method: str, rows: list[dict[str, Any]]) -> None:
     """The training schedule as a table: one row per stage."""
     keys = ("stage", "epochs", "eps", "n_steps", "step_size", "beta")
-    table = Table(title=f"{method} schedule")
+    table = Table(title=Text(f"{method} schedule"))
     for key in keys:
         table.add_column(key, justify="right")
     for row in rows:
-        table.add_row(*(f"{row[k]:g}" if isinstance(row[k], float) else str(row[k]) for k in keys))
+        table.add_row(*(Text(f"{row[k]:g}" if isinstance(row[k], float) else str(row[k])) for k in keys))
     err_console.print(table)
 
 
@@ -100,16 +103,17 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _print_results(results: dict[str, Any], out: Path, started: float) -> None:
-    from bastion.render.summary import accuracy_rows, headline_sentence
+    from bastion.render.summary import headline_sentence, model_tables
 
-    header, rows = accuracy_rows(results)
-    table = Table(title=f"bastion {results['command']} - {results['data']} (seed {results['seed']})")
-    for h in header:
-        table.add_column(h, justify="left" if h == "model" else "right")
-    for r in rows:
-        table.add_row(*r)
-    console.print(table)
-    console.print(headline_sentence(results), markup=False)
+    console.print(f"bastion {results['command']} - {results['data']} (seed {results['seed']})", style="bold")
+    for title, header, rows in model_tables(results):
+        table = Table(title=Text(title), title_justify="left")
+        for h in header:
+            table.add_column(Text(h), justify="left" if h == "attack" else "right", overflow="fold")
+        for r in rows:
+            table.add_row(*(Text(c) for c in r))
+        console.print(table)
+    console.print(headline_sentence(results))
     for name, m in results["models"].items():
         t = m.get("training")
         if t and not name.endswith("+defense"):
@@ -132,7 +136,7 @@ def _print_results(results: dict[str, Any], out: Path, started: float) -> None:
     for name, m in results["models"].items():
         for code, c in m.get("checks", {}).items():
             if c["status"] == "SUSPECT":
-                console.print(f"  [red]SUSPECT[/red] {name}: {code}: {c['detail']}")
+                console.print(Text.assemble("  ", ("SUSPECT", "red"), f" {name}: {code}: {c['detail']}"))
     console.print(
         f"results: {out / 'results.json'}  summary: {out / 'summary.md'}  ({time.perf_counter() - started:.1f} s)"
     )
@@ -142,7 +146,7 @@ def _run(job: Any) -> None:
     try:
         job()
     except BastionError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        err_console.print(Text.assemble(("error:", "red"), f" {exc}"), soft_wrap=True)
         raise typer.Exit(2) from None
 
 

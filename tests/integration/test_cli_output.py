@@ -1,0 +1,53 @@
+"""What a new user reads: messages verbatim (no rich markup), result tables that fit 80 columns."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+from rich.console import Console
+from typer.testing import CliRunner
+
+from bastion import cli
+from bastion.cli import app
+
+runner = CliRunner()
+
+MODELS = ("standard", "progressive-trades", "progressive-trades+defense")
+ATTACKS = ("apgd-ce", "apgd-t", "deepfool", "square")
+ADAPTIVE = ("bpda-pgd", "detector-aware-pgd", "transfer-pgd")
+EPS = ("0.05", "0.1", "0.2")
+
+
+def demo_like_results(aa_grade: bool) -> dict:
+    models = {}
+    for name in MODELS:
+        attacks = ATTACKS + (ADAPTIVE if name.endswith("+defense") else ())
+        by = {a: dict.fromkeys(EPS, 0.4321) for a in (*attacks, "ensemble")}
+        models[name] = {"clean_accuracy": 0.975, "robust_accuracy": by}
+    threat = {"aa_grade": aa_grade, "grade": "AA-grade" if aa_grade else "upper bound (quick suite)"}
+    return {"command": "demo", "data": "digits", "seed": 0, "threat": threat, "models": models}
+
+
+def test_error_message_with_brackets_is_shown_verbatim(tmp_path: Path) -> None:
+    folder = tmp_path / "run[serve]"
+    folder.mkdir()
+    result = runner.invoke(app, ["report", str(folder), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2, result.output
+    assert f"{folder} is neither a run folder" in result.output
+
+
+def test_result_table_fits_80_columns(monkeypatch) -> None:
+    for aa_grade, title in ((True, "AA-grade"), (False, "upper bound")):
+        buf = io.StringIO()
+        monkeypatch.setattr(cli, "console", Console(file=buf, width=80, markup=False, color_system=None))
+        cli._print_results(demo_like_results(aa_grade), Path("runs/demo"), 0.0)
+        text = buf.getvalue()
+        assert "…" not in text and "..." not in text
+        assert max(len(line) for line in text.splitlines()) <= 80
+        for name in (*MODELS, *ATTACKS, *ADAPTIVE):
+            assert re.search(rf"(^|\s){re.escape(name)}(\s|$)", text, re.MULTILINE), name
+        for block in text.split("clean 97.5%")[1:]:
+            rows = [line for line in block.splitlines() if "%" in line]
+            assert rows[0].split("│")[1].strip() == title  # the headline row comes first in every model's table
