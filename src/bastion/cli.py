@@ -335,9 +335,12 @@ def export_cmd(
 @app.command()
 def report(
     paths: Annotated[list[Path], typer.Argument(help="Run folders and/or experiment folders.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write (Markdown next to it).")] = Path(
-        "runs/report.html"
-    ),
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", help="Output folder (report.html, report.md, figures); a name ending in .html: that file."
+        ),
+    ] = Path("runs/report"),
     title: Annotated[str, typer.Option("--title", help="Report title.")] = "bastion report",
 ) -> None:
     """One self-contained HTML report (figures embedded, no network) plus Markdown from finished runs."""

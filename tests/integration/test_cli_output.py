@@ -6,11 +6,16 @@ import io
 import re
 from pathlib import Path
 
+import torch
 from rich.console import Console
 from typer.testing import CliRunner
 
 from bastion import cli
+from bastion.app.runtime import threat_record
+from bastion.artifacts.results import new_results, write_results
 from bastion.cli import app
+from bastion.evaluation.record import ENSEMBLE, Evaluation
+from bastion.evaluation.suites import build_suite
 
 runner = CliRunner()
 
@@ -28,6 +33,18 @@ def demo_like_results(aa_grade: bool) -> dict:
         models[name] = {"clean_accuracy": 0.975, "robust_accuracy": by}
     threat = {"aa_grade": aa_grade, "grade": "AA-grade" if aa_grade else "upper bound (quick suite)"}
     return {"command": "demo", "data": "digits", "seed": 0, "threat": threat, "models": models}
+
+
+def tiny_results_run(folder: Path) -> Path:
+    """A run folder holding only a valid results.json (what `bastion report` reads)."""
+    ev = Evaluation(clean_accuracy=0.9, n_examples=10)
+    ev.record("fgsm", 0.1, torch.arange(10) < 6)
+    ev.record(ENSEMBLE, 0.1, torch.arange(10) < 4)
+    suite = build_suite("quick")
+    results = new_results(command="t", data="digits", seed=0, threat=threat_record("linf", [0.1], "quick", suite))
+    results["models"]["m"] = {"path": "m", **ev.to_dict()}
+    write_results(folder / "results.json", results)
+    return folder
 
 
 def test_error_message_with_brackets_is_shown_verbatim(tmp_path: Path) -> None:
@@ -51,3 +68,23 @@ def test_result_table_fits_80_columns(monkeypatch) -> None:
         for block in text.split("clean 97.5%")[1:]:
             rows = [line for line in block.splitlines() if "%" in line]
             assert rows[0].split("│")[1].strip() == title  # the headline row comes first in every model's table
+
+
+def test_cli_report_out_is_a_folder_or_an_html_file(tmp_path: Path) -> None:
+    tiny_run = tiny_results_run(tmp_path / "run")
+    for _ in range(2):  # the second run replaces its own report
+        result = runner.invoke(app, ["report", str(tiny_run), "--out", str(tmp_path / "rep")])
+        assert result.exit_code == 0, result.output
+    assert {p.name for p in (tmp_path / "rep").iterdir()} == {"report.html", "report.md", "report_files"}
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    assert runner.invoke(app, ["report", str(tiny_run), "--out", str(existing)]).exit_code == 0
+    assert (existing / "report.html").is_file()
+    result = runner.invoke(app, ["report", str(tiny_run), "--out", str(tmp_path / "named.html")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "named.html").is_file() and (tmp_path / "named.md").is_file()
+    unrelated = tmp_path / "theirs"
+    unrelated.mkdir()
+    (unrelated / "report.html").write_text("<html>theirs</html>")
+    assert runner.invoke(app, ["report", str(tiny_run), "--out", str(unrelated)]).exit_code == 2
+    assert (unrelated / "report.html").read_text() == "<html>theirs</html>"
