@@ -29,11 +29,22 @@ app = typer.Typer(
 console = Console(stderr=False, markup=False)
 err_console = Console(stderr=True, markup=False)
 
+
+def _registered(module: str, attr: str) -> str:
+    """The names in a registry, for help texts (so they never drift from what is registered)."""
+    import importlib
+
+    return ", ".join(getattr(importlib.import_module(module), attr))
+
+
 DATA_HELP = (
-    "data SPEC: 'digits' (bundled), 'mnist:PATH', 'fashion-mnist:PATH', 'gtsrb:PATH[?size=N&roi=1]', 'cifar10:PATH', "
-    "'imagefolder:PATH', 'npz:PATH', 'nsl-kdd:PATH', "
-    "'phishing:PATH', 'malware:PATH' (see docs/data.md for which loaders this version has)"
+    "data SPEC 'NAME:PATH[?key=value&...]', NAME one of: "
+    + _registered("bastion.data.sources", "DATASETS")
+    + " ('digits' is bundled: no PATH; see docs/data.md for each loader's options)"
 )
+MODEL_HELP = "Architecture: " + _registered("bastion.models", "MODELS") + "."
+METHOD_HELP = "Training method: " + _registered("bastion.training.methods", "METHODS") + "."
+SUITE_HELP = "Attack suite: " + _registered("bastion.evaluation.suites", "SUITES") + "."
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config; unknown keys are errors.")]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed for splits, initialisation and attacks.")]
@@ -168,17 +179,29 @@ def _run_with_progress(verbose: bool, out: Path, job: Callable[[Any], dict[str, 
     _run(run)
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from bastion import __version__
+
+        console.print(f"bastion {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version and exit.", callback=_show_version, is_eager=True),
+    ] = False,
+) -> None:
+    """Adversarial training, runtime defenses and honest robustness evaluation."""
+
+
 @app.command()
 def train(
     data: Annotated[str | None, typer.Option("--data", help=DATA_HELP)] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Architecture: cnn, mlp.")] = None,
-    method: Annotated[
-        str | None,
-        typer.Option(
-            "--method",
-            help="standard, pgd-at, trades, progressive-trades, mart, fast-at, free-at, distillation, ensemble-at.",
-        ),
-    ] = None,
+    model: Annotated[str | None, typer.Option("--model", help=MODEL_HELP)] = None,
+    method: Annotated[str | None, typer.Option("--method", help=METHOD_HELP)] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Total epochs over all stages.")] = None,
     eps: Annotated[float | None, typer.Option("--eps", help="Final training budget (inputs in [0, 1]).")] = None,
     out: OutOpt = Path("runs/train"),
@@ -213,10 +236,7 @@ def train(
 def evaluate(
     path: Annotated[Path, typer.Argument(help="A run folder (every model in it) or one model folder.")],
     data: Annotated[str | None, typer.Option("--data", help=DATA_HELP + "; default: the model's own data.")] = None,
-    suite: Annotated[
-        str | None,
-        typer.Option("--suite", help="Attack suite: quick, default, standard, binary."),
-    ] = None,
+    suite: Annotated[str | None, typer.Option("--suite", help=SUITE_HELP)] = None,
     eps: Annotated[list[float] | None, typer.Option("--eps", help="Budget; repeat for several.")] = None,
     n_examples: Annotated[int | None, typer.Option("--n-examples", help="Limit test examples.")] = None,
     on_bad_rows: Annotated[

@@ -10,6 +10,7 @@ import torch
 from rich.console import Console
 from typer.testing import CliRunner
 
+import bastion
 from bastion import cli
 from bastion.app.runtime import threat_record
 from bastion.artifacts.results import new_results, write_results
@@ -88,3 +89,26 @@ def test_cli_report_out_is_a_folder_or_an_html_file(tmp_path: Path) -> None:
     (unrelated / "report.html").write_text("<html>theirs</html>")
     assert runner.invoke(app, ["report", str(tiny_run), "--out", str(unrelated)]).exit_code == 2
     assert (unrelated / "report.html").read_text() == "<html>theirs</html>"
+
+
+def test_help_lists_every_registered_name() -> None:
+    from bastion.data.sources import DATASETS
+    from bastion.evaluation.suites import SUITES
+    from bastion.models import MODELS
+    from bastion.training.methods import METHODS
+
+    helps = {
+        "train": (*DATASETS, *MODELS, *METHODS),
+        "evaluate": (*DATASETS, *SUITES),
+    }
+    for command, names in helps.items():
+        result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, result.output
+        text = " ".join(result.output.replace("│", " ").split())
+        for name in names:
+            assert re.search(rf"[\s,:]{re.escape(name)}[,.\s]", text), (command, name)
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"bastion {bastion.__version__}"
