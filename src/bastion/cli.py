@@ -69,13 +69,22 @@ def _progress() -> Iterator[Any]:
     )
     tasks: dict[str, Any] = {}
 
+    live = err_console.is_terminal  # else (a log file, CI): one plain line per epoch and per cell, no bar
+
     def on_batch(epoch: int, done: int, total: int) -> None:
+        if not live:
+            if done == total:
+                err_console.print(f"  training epoch {epoch + 1}: {total} batches done")
+            return
         key = "train"
         if key not in tasks:
             tasks[key] = progress.add_task("training", total=total)
         progress.update(tasks[key], completed=done, total=total, description=f"training epoch {epoch + 1}")
 
     def on_cell(done: int, total: int) -> None:
+        if not live:
+            err_console.print(f"  attack x eps: {done}/{total} cells done")
+            return
         key = "attack"
         if key not in tasks:
             tasks[key] = progress.add_task("attacks", total=total)

@@ -112,3 +112,22 @@ def test_help_lists_every_registered_name() -> None:
 def test_version() -> None:
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"bastion {bastion.__version__}"
+
+
+def test_progress_without_a_terminal_is_one_plain_line_per_stage_epoch_and_cell(monkeypatch) -> None:
+    buf = io.StringIO()
+    monkeypatch.setattr(cli, "err_console", Console(file=buf, width=80, markup=False, color_system=None))
+    assert not cli.err_console.is_terminal
+    with cli._progress() as hooks:
+        hooks.on_stage("training [standard]")
+        for b in range(3):
+            hooks.on_batch(0, b + 1, 3)
+        for done in (1, 2):
+            hooks.on_cell(done, 2)
+    lines = buf.getvalue().splitlines()
+    assert lines == [
+        "> training [standard]",
+        "  training epoch 1: 3 batches done",
+        "  attack x eps: 1/2 cells done",
+        "  attack x eps: 2/2 cells done",
+    ]
