@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from bastion.errors import BastionError, ConfigError
 
@@ -23,14 +24,27 @@ app = typer.Typer(
     help="Adversarial training, runtime defenses and honest robustness evaluation.",
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=False)
-err_console = Console(stderr=True)
+# User-facing text holds paths, extras ('bastion[serve]') and SPEC options: never read it as rich markup.
+# Styled fixed labels are built with ``Text.assemble``.
+console = Console(stderr=False, markup=False)
+err_console = Console(stderr=True, markup=False)
+
+
+def _registered(module: str, attr: str) -> str:
+    """The names in a registry, for help texts (so they never drift from what is registered)."""
+    import importlib
+
+    return ", ".join(getattr(importlib.import_module(module), attr))
+
 
 DATA_HELP = (
-    "data SPEC: 'digits' (bundled), 'mnist:PATH', 'fashion-mnist:PATH', 'gtsrb:PATH[?size=N&roi=1]', 'cifar10:PATH', "
-    "'imagefolder:PATH', 'npz:PATH', 'nsl-kdd:PATH', "
-    "'phishing:PATH', 'malware:PATH' (see docs/data.md for which loaders this version has)"
+    "data SPEC 'NAME:PATH[?key=value&...]', NAME one of: "
+    + _registered("bastion.data.sources", "DATASETS")
+    + " ('digits' is bundled: no PATH; see docs/data.md for each loader's options)"
 )
+MODEL_HELP = "Architecture: " + _registered("bastion.models", "MODELS") + "."
+METHOD_HELP = "Training method: " + _registered("bastion.training.methods", "METHODS") + "."
+SUITE_HELP = "Attack suite: " + _registered("bastion.evaluation.suites", "SUITES") + "."
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config; unknown keys are errors.")]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed for splits, initialisation and attacks.")]
@@ -55,13 +69,22 @@ def _progress() -> Iterator[Any]:
     )
     tasks: dict[str, Any] = {}
 
+    live = err_console.is_terminal  # else (a log file, CI): one plain line per epoch and per cell, no bar
+
     def on_batch(epoch: int, done: int, total: int) -> None:
+        if not live:
+            if done == total:
+                err_console.print(f"  training epoch {epoch + 1}: {total} batches done")
+            return
         key = "train"
         if key not in tasks:
             tasks[key] = progress.add_task("training", total=total)
         progress.update(tasks[key], completed=done, total=total, description=f"training epoch {epoch + 1}")
 
     def on_cell(done: int, total: int) -> None:
+        if not live:
+            err_console.print(f"  attack x eps: {done}/{total} cells done")
+            return
         key = "attack"
         if key not in tasks:
             tasks[key] = progress.add_task("attacks", total=total)
@@ -71,7 +94,7 @@ def _progress() -> Iterator[Any]:
         for task in tasks.values():
             progress.remove_task(task)
         tasks.clear()
-        err_console.print(f"[bold]>[/bold] {text}")
+        err_console.print(Text.assemble((">", "bold"), " ", text))
 
     def on_schedule(method: str, rows: list[dict[str, Any]]) -> None:
         _print_schedule(method, rows)
@@ -83,11 +106,11 @@ def _progress() -> Iterator[Any]:
 def _print_schedule(method: str, rows: list[dict[str, Any]]) -> None:
     """The training schedule as a table: one row per stage."""
     keys = ("stage", "epochs", "eps", "n_steps", "step_size", "beta")
-    table = Table(title=f"{method} schedule")
+    table = Table(title=Text(f"{method} schedule"))
     for key in keys:
         table.add_column(key, justify="right")
     for row in rows:
-        table.add_row(*(f"{row[k]:g}" if isinstance(row[k], float) else str(row[k]) for k in keys))
+        table.add_row(*(Text(f"{row[k]:g}" if isinstance(row[k], float) else str(row[k])) for k in keys))
     err_console.print(table)
 
 
@@ -100,16 +123,17 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _print_results(results: dict[str, Any], out: Path, started: float) -> None:
-    from bastion.render.summary import accuracy_rows, headline_sentence
+    from bastion.render.summary import headline_sentence, model_tables
 
-    header, rows = accuracy_rows(results)
-    table = Table(title=f"bastion {results['command']} - {results['data']} (seed {results['seed']})")
-    for h in header:
-        table.add_column(h, justify="left" if h == "model" else "right")
-    for r in rows:
-        table.add_row(*r)
-    console.print(table)
-    console.print(headline_sentence(results), markup=False)
+    console.print(f"bastion {results['command']} - {results['data']} (seed {results['seed']})", style="bold")
+    for title, header, rows in model_tables(results):
+        table = Table(title=Text(title), title_justify="left")
+        for h in header:
+            table.add_column(Text(h), justify="left" if h == "attack" else "right", overflow="fold")
+        for r in rows:
+            table.add_row(*(Text(c) for c in r))
+        console.print(table)
+    console.print(headline_sentence(results))
     for name, m in results["models"].items():
         t = m.get("training")
         if t and not name.endswith("+defense"):
@@ -132,7 +156,7 @@ def _print_results(results: dict[str, Any], out: Path, started: float) -> None:
     for name, m in results["models"].items():
         for code, c in m.get("checks", {}).items():
             if c["status"] == "SUSPECT":
-                console.print(f"  [red]SUSPECT[/red] {name}: {code}: {c['detail']}")
+                console.print(Text.assemble("  ", ("SUSPECT", "red"), f" {name}: {code}: {c['detail']}"))
     console.print(
         f"results: {out / 'results.json'}  summary: {out / 'summary.md'}  ({time.perf_counter() - started:.1f} s)"
     )
@@ -142,7 +166,7 @@ def _run(job: Any) -> None:
     try:
         job()
     except BastionError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        err_console.print(Text.assemble(("error:", "red"), f" {exc}"), soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -164,17 +188,29 @@ def _run_with_progress(verbose: bool, out: Path, job: Callable[[Any], dict[str, 
     _run(run)
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from bastion import __version__
+
+        console.print(f"bastion {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version and exit.", callback=_show_version, is_eager=True),
+    ] = False,
+) -> None:
+    """Adversarial training, runtime defenses and honest robustness evaluation."""
+
+
 @app.command()
 def train(
     data: Annotated[str | None, typer.Option("--data", help=DATA_HELP)] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Architecture: cnn, mlp.")] = None,
-    method: Annotated[
-        str | None,
-        typer.Option(
-            "--method",
-            help="standard, pgd-at, trades, progressive-trades, mart, fast-at, free-at, distillation, ensemble-at.",
-        ),
-    ] = None,
+    model: Annotated[str | None, typer.Option("--model", help=MODEL_HELP)] = None,
+    method: Annotated[str | None, typer.Option("--method", help=METHOD_HELP)] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Total epochs over all stages.")] = None,
     eps: Annotated[float | None, typer.Option("--eps", help="Final training budget (inputs in [0, 1]).")] = None,
     out: OutOpt = Path("runs/train"),
@@ -209,10 +245,7 @@ def train(
 def evaluate(
     path: Annotated[Path, typer.Argument(help="A run folder (every model in it) or one model folder.")],
     data: Annotated[str | None, typer.Option("--data", help=DATA_HELP + "; default: the model's own data.")] = None,
-    suite: Annotated[
-        str | None,
-        typer.Option("--suite", help="Attack suite: quick, default, standard, binary."),
-    ] = None,
+    suite: Annotated[str | None, typer.Option("--suite", help=SUITE_HELP)] = None,
     eps: Annotated[list[float] | None, typer.Option("--eps", help="Budget; repeat for several.")] = None,
     n_examples: Annotated[int | None, typer.Option("--n-examples", help="Limit test examples.")] = None,
     on_bad_rows: Annotated[
@@ -331,9 +364,12 @@ def export_cmd(
 @app.command()
 def report(
     paths: Annotated[list[Path], typer.Argument(help="Run folders and/or experiment folders.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write (Markdown next to it).")] = Path(
-        "runs/report.html"
-    ),
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", help="Output folder (report.html, report.md, figures); a name ending in .html: that file."
+        ),
+    ] = Path("runs/report"),
     title: Annotated[str, typer.Option("--title", help="Report title.")] = "bastion report",
 ) -> None:
     """One self-contained HTML report (figures embedded, no network) plus Markdown from finished runs."""

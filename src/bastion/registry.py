@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
 from bastion.errors import ConfigError
@@ -12,7 +12,11 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """A mapping name -> factory with clear errors for unknown names and bad options."""
+    """A mapping name -> factory with clear errors for unknown names and bad options.
+
+    Iterating gives the registered names, sorted (``sorted(bastion.ATTACKS)``, ``"pgd" in ATTACKS``,
+    ``len(ATTACKS)``).
+    """
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -49,3 +53,12 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._factories
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._factories)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}: {', '.join(self.names())})"

@@ -212,15 +212,21 @@ def test_huge_or_negative_model_options_are_config_errors(digits: Dataset) -> No
 def test_cli_out_naming_a_file_exits_2(tiny_run: Path, tmp_path: Path) -> None:
     afile = tmp_path / "results"
     afile.write_text("mine")
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "report.md").write_text("mine")  # a folder whose report.md is not from bastion
     for args in (
         ["train", "--out", str(afile), "--epochs", "1"],
         ["evaluate", str(tiny_run), "--out", str(afile)],
-        ["report", str(tiny_run), "--out", str(tmp_path)],  # an existing directory
+        ["report", str(tiny_run), "--out", str(afile)],  # an existing file not ending in .html
+        ["report", str(tiny_run), "--out", str(foreign)],
     ):
         result = runner.invoke(app, args)
         assert result.exit_code == 2, (args, result.output)
         assert "error:" in result.output and "Traceback" not in result.output
+        assert args[0] != "report" or "--out" in result.output
     assert afile.read_text() == "mine"
+    assert [p.name for p in foreign.iterdir()] == ["report.md"] and (foreign / "report.md").read_text() == "mine"
 
 
 def test_cli_bad_seed_exits_2_without_writing(tmp_path: Path) -> None:

@@ -84,7 +84,7 @@ def threat_record(
         "suite": suite_name,
         "aa_grade": is_aa_grade(suite_name),
         "grade": grade_label(suite_name, suite),
-        "attacks": {k: repr(v) for k, v in suite.items()},
+        "attacks": {k: v.describe() for k, v in suite.items()},
         **extra,
     }
 

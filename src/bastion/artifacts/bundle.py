@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -34,7 +33,7 @@ from bastion.data.spec import DatasetSpec
 from bastion.defenses.pipeline import Defense
 from bastion.defenses.store import load_defense
 from bastion.errors import CheckpointError
-from bastion.io import atomic_write_json, atomic_write_text
+from bastion.io import atomic_write_json, atomic_write_text, make_temp_dir
 from bastion.models import checkpoint
 
 FORMAT = "bastion.bundle"  # the manifest format name (stable; not the module path)
@@ -206,7 +205,7 @@ def export_bundle(
     defense_dir = run_dir / "defenses" / name
     defense = load_defense(defense_dir, net) if defense_dir.is_dir() else None
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp = make_temp_dir(out.parent, prefix=f".{out.name}.")
     try:
         shutil.copytree(model_dir, tmp / MODEL_DIR, ignore=_only(checkpoint.WEIGHTS, checkpoint.DESCRIPTION))
         if defense is not None:

@@ -4,13 +4,15 @@ a subclass writes only its math in ``_perturb``.
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import itertools
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import ClassVar, final
+from typing import Any, ClassVar, final
 
 import torch
 from torch import Tensor, nn
@@ -284,6 +286,11 @@ class Attack(ABC):
             x_adv = (out.x_adv if isinstance(out, Perturbation) else out).detach()
             return threat.domain.repair(threat.project(x_adv, x), x)
 
+    def describe(self) -> dict[str, Any]:
+        """A stable, JSON-ready description: ``{"class": ..., **hyperparameters}``, losses by their name and
+        nested attacks described the same way (no memory addresses, so two runs record the same text)."""
+        return describe_value(self)
+
     def check(self, goal: Goal, threat: ThreatModel, n_classes: int) -> None:  # noqa: B027 - optional hook
         """Raise a clear error if this attack cannot serve this goal, threat model or number of classes."""
 
@@ -299,6 +306,35 @@ class Attack(ABC):
         self, model: Classifier, x: Tensor, goal: Goal, threat: ThreatModel, rng: torch.Generator | None
     ) -> Tensor | Perturbation:
         """Return candidate adversarial examples for x (or a Perturbation); the base projects and repairs them."""
+
+
+def describe_value(value: Any) -> Any:
+    """``value`` as JSON-ready data that is the same in every run: attacks and other dataclasses as their
+    class name plus fields, callables by ``__name__``, modules by class name, objects with ``to_dict`` by it."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else str(value)
+    if isinstance(value, enum.Enum):
+        return describe_value(value.value)
+    if isinstance(value, list | tuple):
+        return [describe_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): describe_value(v) for k, v in value.items()}
+    if isinstance(value, Tensor):
+        return f"tensor{tuple(value.shape)}"
+    if isinstance(value, nn.Module):
+        return {"class": type(value).__name__}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: describe_value(getattr(value, f.name)) for f in dataclasses.fields(value) if f.repr}
+        return {"class": type(value).__name__, **fields}
+    to_dict = getattr(value, "to_dict", None)
+    if callable(to_dict):
+        return describe_value(to_dict())
+    name = getattr(value, "__name__", None)
+    if isinstance(name, str) and callable(value):
+        return name
+    return type(value).__name__
 
 
 def gradient_shares(model: Classifier, x: Tensor, goal: Goal) -> tuple[float, float, Tensor]:

@@ -321,11 +321,42 @@ figure { margin: 1em 0; } figcaption { font-size: 0.85em; color: #555; }
 """
 
 
+#: Marks an HTML file as a bastion report: ``--out FOLDER`` replaces a report.html only if it carries it.
+GENERATOR = '<meta name="generator" content="bastion report">'
+#: The file names ``--out FOLDER`` writes inside the folder.
+REPORT_NAME = "report.html"
+
+
+def report_path(out: Path) -> Path:
+    """The HTML file ``--out`` names: ``out`` itself when it ends in .html, else ``out/report.html``.
+
+    Raises:
+        ConfigError: ``out`` is an existing file not ending in .html, or ``out/report.html`` exists and is
+            not a bastion report, or report.md / report_files/ exist without one (an unrelated file is never
+            overwritten).
+    """
+    if out.suffix.lower() == ".html":
+        return out
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is an existing file; give a folder or a file name ending in .html")
+    html_path = out / REPORT_NAME
+    ours = False
+    if html_path.is_file():
+        try:
+            ours = GENERATOR in html_path.read_text(encoding="utf-8", errors="replace")[:2000]
+        except OSError as exc:
+            raise ConfigError(f"--out {out}: cannot read the existing {html_path}: {exc}") from None
+    others = [p for p in (html_path, html_path.with_suffix(".md"), out / f"{html_path.stem}_files") if p.exists()]
+    if others and not ours:
+        raise ConfigError(f"--out {out}: {others[0]} exists and is not from a bastion report; choose another --out")
+    return html_path
+
+
 def render_html(sections: list[Section], title: str) -> str:
     nav = " ".join(f'<a href="#{s.id}">{html.escape(s.title)}</a>' for s in sections)
     parts = [
         "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
+        f'<html lang="en"><head><meta charset="utf-8">{GENERATOR}',
         f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>",
         f"<h1>{html.escape(title)}</h1><nav>{nav}</nav>",
     ]
@@ -360,9 +391,11 @@ def render_markdown(sections: list[Section], title: str, image_dir: Path) -> tup
 
 
 def write_report(paths: list[Path], out: Path, title: str = "bastion report") -> tuple[Path, Path]:
-    """Write ``out`` (HTML) and ``out`` with suffix .md plus its figures in ``OUT_files/``."""
+    """Write the HTML file ``out`` names (see :func:`report_path`: ``out/report.html`` for a folder), the
+    Markdown next to it (suffix .md) and its figures in ``STEM_files/``."""
     if not paths:
         raise CheckpointError("give at least one run or experiment folder")
+    out = report_path(out)
     for target in (out, out.with_suffix(".md")):
         if target.is_dir():
             raise ConfigError(f"--out {target} is an existing folder; name the HTML file to write")

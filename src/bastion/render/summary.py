@@ -56,6 +56,23 @@ def accuracy_rows(results: dict[str, Any], *, with_ci: bool = False) -> tuple[li
     return header, rows
 
 
+def model_tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) per model for a terminal: one row per attack (the headline first), one column per
+    eps, so the table stays narrow (80 columns) however many attacks the suite has; attacks the model was
+    not run with are left out. The same cells as :func:`accuracy_rows`."""
+    header, rows = accuracy_rows(results)
+    tables = []
+    for name in results["models"]:
+        own = [r for r in rows if r[0] == name]
+        if not own:
+            continue
+        cols = ["attack", *(f"eps {r[2]}" if r[2] != "-" else "eps" for r in own)]
+        body = [[header[j], *(r[j] for r in own)] for j in range(3, len(header))]
+        body = [body[0], *(b for b in body[1:] if any(c != "n/a" for c in b[1:]))]
+        tables.append((f"{name} (clean {own[0][1]})", cols, body))
+    return tables
+
+
 def headline_sentence(results: dict[str, Any]) -> str:
     """How to read the headline column, in one sentence a reader cannot miss."""
     threat = results.get("threat", {})

@@ -18,7 +18,6 @@ import logging
 import os
 import posixpath
 import re
-import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from numpy.typing import NDArray
 
 from bastion.data.formats.image import decode_image, resize, to_rgb
 from bastion.errors import ConfigError, DataFormatError, DataNotFoundError
+from bastion.io import make_temp_file
 
 __all__ = ["GTSRB_CLASS_NAMES", "GTSRBData", "default_cache_dir", "load_gtsrb"]
 
@@ -428,7 +428,7 @@ def _write_cache(path: Path, key: str, data: GTSRBData, size: int) -> None:
     empty_y = np.empty((0,), dtype=np.int64)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, temp_name = make_temp_file(path.parent, prefix=f".{path.name}.")
     except OSError as exc:
         logger.warning("cannot write GTSRB cache in %s (%s); the next load decodes again", path.parent, exc)
         return
