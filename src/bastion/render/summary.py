@@ -85,7 +85,7 @@ def headline_sentence(results: dict[str, Any]) -> str:
             "The other columns are single attacks (weaker figures)."
         )
     return (
-        f"The robust column is an {grade}: it overstates robustness and is not a robustness claim; "
+        f"The headline robust accuracy is an {grade}: it overstates robustness and is not a robustness claim; "
         "rerun with `--suite standard` (AA-grade) for one."
     )
 
