@@ -21,6 +21,19 @@ from bastion.training import MethodConfig, TrainSettings, build_method, fit
 EPS = 0.3
 
 
+def small_cnn(data: Dataset, channels: tuple[int, int]) -> Architecture:
+    """The benchmarks' CNN (hidden 64) for ``data``, normalised by its training split's statistics."""
+    mean, std = normalization_stats(data.train.x)
+    return Architecture(
+        name="cnn",
+        input_shape=data.spec.input_shape,
+        num_classes=data.spec.num_classes,
+        mean=mean,
+        std=std,
+        options={"channels": list(channels), "hidden": 64},
+    )
+
+
 def load_or_train(
     data: Dataset, cache: Path, *, epochs: int = 12, n_steps: int = 7, seed: int = 0
 ) -> tuple[nn.Module, dict]:
@@ -30,15 +43,7 @@ def load_or_train(
     """
     if (cache / "model.json").exists():
         return checkpoint.load_model(cache), {"cached": True, **checkpoint.read_description(cache).get("bench", {})}
-    mean, std = normalization_stats(data.train.x)
-    arch = Architecture(
-        name="cnn",
-        input_shape=data.spec.input_shape,
-        num_classes=data.spec.num_classes,
-        mean=mean,
-        std=std,
-        options={"channels": [16, 32], "hidden": 64},
-    )
+    arch = small_cnn(data, channels=(16, 32))
     model = build_model(arch, seed=seed)
     objective, schedule = build_method(
         "progressive-trades", MethodConfig(epochs=epochs, eps=EPS, n_steps=n_steps, n_stages=3, beta=6.0)

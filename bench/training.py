@@ -41,11 +41,14 @@ from bastion.evaluation.evaluate import ENSEMBLE, eps_key, evaluate
 from bastion.evaluation.significance import mcnemar, mean_ci, paired_t
 from bastion.evaluation.suites import build_suite
 from bastion.models import checkpoint
-from bastion.models.registry import Architecture, build_model, normalization_stats
+from bastion.models.registry import build_model
 from bastion.threat import ThreatModel
 from bastion.training import MethodConfig, Schedule, TrainSettings, build_method, fit
 from bastion.training.objectives import TRADES
 from bastion.training.schedules import GapPolicy
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _mnist_model import small_cnn
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = f"mnist:{REPO.parent / 'shared' / 'data' / 'mnist'}"
@@ -118,15 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for seed in args.seeds:
         data = load_dataset(args.data, seed=seed)
-        mean, std = normalization_stats(data.train.x)
-        arch = Architecture(
-            name="cnn",
-            input_shape=data.spec.input_shape,
-            num_classes=data.spec.num_classes,
-            mean=mean,
-            std=std,
-            options={"channels": [8, 16], "hidden": 64},
-        )
+        arch = small_cnn(data, channels=(8, 16))
         threat = ThreatModel(norm="linf", eps=threat_eps, domain=data.spec.domain)
         settings = TrainSettings(batch_size=args.batch_size, val_examples=200, lr=1e-3)
         base = MethodConfig(epochs=args.epochs, eps=args.eps, n_steps=args.steps, beta=args.beta)
