@@ -82,11 +82,12 @@ def headline_sentence(results: dict[str, Any]) -> str:
     if threat.get("aa_grade"):
         return (
             f"Robust accuracy is the {grade}: an example counts as robust only if it survives every attack. "
-            "The other columns are single attacks (weaker figures)."
+            "The single attacks beside it are weaker figures."
         )
+    attacks = grade.split(": ", 1)[1] if ": " in grade else grade
     return (
-        f"The headline robust accuracy is an {grade}: it overstates robustness and is not a robustness claim; "
-        "rerun with `--suite standard` (AA-grade) for one."
+        f"The headline robust accuracy is an upper bound ({attacks}): it overstates robustness and is not a "
+        "robustness claim; rerun with `--suite standard` (AA-grade) for one."
     )
 
 
