@@ -4,6 +4,7 @@ epochs (compact, rescaled with eps, resumed bit-exactly), and the ``gap`` transi
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -169,15 +170,7 @@ def test_an_injected_gap_strengthens_the_attack_and_is_recorded(
         "progressive-trades", MethodConfig(eps=0.2, n_steps=4, stages=stages, policy="gap")
     )
     assert schedule.policy == GapPolicy(max_steps=4)
-    record = fit(
-        tiny(),
-        data.train,
-        objective,
-        schedule,
-        threat(0.2),
-        settings=TrainSettings(batch_size=32, val_examples=0),
-        val=data.val,
-    )
+    record = fit_small(data, objective, schedule)
     assert [h["n_steps"] for h in record.history] == [1, 1, 1, 2, 4]  # two warm-up epochs
     transitions = [e for e in record.events if e["kind"] == "policy-transition"]
     assert [(e["epoch"], e["from_steps"], e["to_steps"], e["action"]) for e in transitions] == [
@@ -189,12 +182,9 @@ def test_an_injected_gap_strengthens_the_attack_and_is_recorded(
     assert record.to_dict()["policy"]["name"] == "gap"
 
 
-def test_no_gap_no_transition(digits: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
-    data = small(digits)
-    monkeypatch.setattr(trainer_module, "robust_accuracy", _fake_accuracy(cheap=0.5, strong=0.45))
-    stages = ({"epochs": 2, "eps": 0.2, "n_steps": 1, "start": "carry"},)
-    objective, schedule = build_method("progressive-trades", MethodConfig(eps=0.2, stages=stages, policy="gap"))
-    record = fit(
+def fit_small(data: Dataset, objective: Any, schedule: Any) -> Any:
+    """A tiny model trained at eps 0.2, validated on ``data.val`` (where the gap policy measures)."""
+    return fit(
         tiny(),
         data.train,
         objective,
@@ -203,6 +193,14 @@ def test_no_gap_no_transition(digits: Dataset, monkeypatch: pytest.MonkeyPatch) 
         settings=TrainSettings(batch_size=32, val_examples=0),
         val=data.val,
     )
+
+
+def test_no_gap_no_transition(digits: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = small(digits)
+    monkeypatch.setattr(trainer_module, "robust_accuracy", _fake_accuracy(cheap=0.5, strong=0.45))
+    stages = ({"epochs": 2, "eps": 0.2, "n_steps": 1, "start": "carry"},)
+    objective, schedule = build_method("progressive-trades", MethodConfig(eps=0.2, stages=stages, policy="gap"))
+    record = fit_small(data, objective, schedule)
     assert [h["n_steps"] for h in record.history] == [1, 1]
     assert not [e for e in record.events if e["kind"] == "policy-transition"]
 
