@@ -144,8 +144,10 @@ def test_crashed_run_leaves_no_results_file(tmp_path: Path, monkeypatch) -> None
 
     monkeypatch.setattr(bastion.app.runtime, "evaluate", crash)
     out = tmp_path / "r"
+    config = tmp_path / "one-process.yaml"
+    config.write_text("workers: 1\n")  # the patch reaches this process only (a worker's crash: test_parallel)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        invoke("demo", "--quick", "--out", str(out))
+        invoke("demo", "--quick", "--out", str(out), "--config", str(config))
     assert not (out / "results.json").exists()
     assert not list(out.rglob("*.tmp"))
 

@@ -117,3 +117,5 @@ class DemoConfig(StrictConfig):
     defense: DefenseConfig = Field(default_factory=DefenseConfig)
     n_examples: int | None = Field(default=None, ge=1)
     checks_examples: int = Field(default=100, ge=0)
+    #: Worker processes for the independent trainings and evaluations (None: one per CPU core; 1 on a GPU).
+    workers: int | None = Field(default=None, ge=1)

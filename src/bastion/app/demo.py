@@ -6,24 +6,31 @@ model attacked by the same suite with its sanity checks; one run folder holds al
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from bastion._typing import Norm
 from bastion.app.config import DemoConfig, TrainConfig
+from bastion.app.parallel import run_parts, worker_count
 from bastion.app.runtime import EvalPlan, Hooks, resolve_device, threat_record, write_run
 from bastion.app.train import save_trained, train_model
 from bastion.artifacts.results import new_results
 from bastion.data.sources import load_dataset
-from bastion.defenses.store import build_defense, save_defense
+from bastion.data.spec import Dataset
+from bastion.defenses.store import build_defense, load_defense, save_defense
 from bastion.evaluation.headline import is_aa_grade
 from bastion.evaluation.record import Evaluation
 from bastion.evaluation.suites import build_suite
+from bastion.models.checkpoint import load_model
 from bastion.threat import ThreatModel
 
 QUICK_DEMO = {"epochs": 8, "suite": "quick", "n_examples": 200}
 QUICK_DEFENSE = {"adaptive_steps": 10}
 ROBUST = "progressive-trades"
+DEFENDED = "+defense"
+#: The demo's evaluation batch: the whole digits test split (360) in one.
+EVAL_BATCH = 512
 
 
 def demo_train_configs(cfg: DemoConfig) -> dict[str, TrainConfig]:
@@ -44,8 +51,48 @@ def demo_train_configs(cfg: DemoConfig) -> dict[str, TrainConfig]:
     }
 
 
+def demo_plan(cfg: DemoConfig, data: Dataset, hooks: Hooks | None = None) -> EvalPlan:
+    """The one evaluation every demo model and the defense get. The test split is small enough to be one
+    batch (512), so each AA-grade attack, and Square's probe, runs once per eps rather than once per batch."""
+    return EvalPlan(
+        suite_name=cfg.suite,
+        suite=build_suite(cfg.suite),
+        threat=ThreatModel(norm=Norm.LINF, eps=max(cfg.eps), domain=data.spec.domain),
+        eps=cfg.eps,
+        seed=cfg.seed,
+        checks_examples=cfg.checks_examples,
+        batch_size=EVAL_BATCH,
+        on_cell=hooks.on_cell if hooks else None,
+    )
+
+
+def train_part(cfg: DemoConfig, name: str, out: Path, hooks: Hooks | None = None) -> dict[str, Any]:
+    """Train one demo model into ``out/models/NAME``; its training record."""
+    data = load_dataset(cfg.data, seed=cfg.seed)
+    model, arch, record = train_model(demo_train_configs(cfg)[name], data, resolve_device(cfg.device), hooks)
+    save_trained(model, arch, data, record, out / "models" / name, cfg.seed)
+    return record.to_dict()
+
+
+def evaluate_part(cfg: DemoConfig, name: str, out: Path, hooks: Hooks | None = None) -> Evaluation:
+    """Evaluate the saved model ``name`` (or, for ``ROBUST+defense``, the saved defense) on the test split."""
+    data = load_dataset(cfg.data, seed=cfg.seed)
+    device = resolve_device(cfg.device)
+    test = data.test.take(cfg.n_examples)
+    plan = demo_plan(cfg, data, hooks)
+    model = load_model(out / "models" / name.removesuffix(DEFENDED), device=device)
+    if not name.endswith(DEFENDED):
+        return plan.model(model, test)
+    defended = load_defense(out / "defenses" / ROBUST, model)
+    return plan.defense(defended, test, adaptive=cfg.defense.adaptive, adaptive_steps=cfg.defense.adaptive_steps)
+
+
 def run_demo(cfg: DemoConfig, out: Path, *, quick: bool = False, hooks: Hooks | None = None) -> dict[str, Any]:
-    """The main job: standard vs progressive TRADES, the runtime defense, and an honest evaluation."""
+    """The main job: standard vs progressive TRADES, the runtime defense, and an honest evaluation.
+
+    The two trainings, then the three evaluations, are independent parts: on CPU they run in parallel
+    worker processes (``cfg.workers``; bastion.app.parallel).
+    """
     hooks = hooks or Hooks()
     if quick:
         resolved = cfg.resolved()
@@ -53,15 +100,6 @@ def run_demo(cfg: DemoConfig, out: Path, *, quick: bool = False, hooks: Hooks | 
     device = resolve_device(cfg.device)
     data = load_dataset(cfg.data, seed=cfg.seed)
     hooks.stage(f"data {data.spec.source}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test")
-    plan = EvalPlan(
-        suite_name=cfg.suite,
-        suite=build_suite(cfg.suite),
-        threat=ThreatModel(norm=Norm.LINF, eps=max(cfg.eps), domain=data.spec.domain),
-        eps=cfg.eps,
-        seed=cfg.seed,
-        checks_examples=cfg.checks_examples,
-        on_cell=hooks.on_cell,
-    )
     test = data.test.take(cfg.n_examples)
     results = new_results(
         command="demo",
@@ -69,28 +107,39 @@ def run_demo(cfg: DemoConfig, out: Path, *, quick: bool = False, hooks: Hooks | 
         seed=cfg.seed,
         split=data.describe(),
         config=cfg.resolved(),
-        threat=threat_record("linf", cfg.eps, cfg.suite, plan.suite),
+        threat=threat_record("linf", cfg.eps, cfg.suite, build_suite(cfg.suite)),
     )
-    trained = {}
-    for name, tcfg in demo_train_configs(cfg).items():
-        hooks.stage(f"training {name} ({tcfg.epochs} epochs)")
-        model, arch, record = train_model(tcfg, data, device, hooks)
-        trained[name] = model
-        save_trained(model, arch, data, record, out / "models" / name, cfg.seed)
-        hooks.stage(f"evaluating {name} on {len(test)} test examples")
-        ev = plan.model(model, test)
-        results["models"][name] = {"path": f"models/{name}", **ev.to_dict(), "training": record.to_dict()}
-    defended = build_defense(
-        trained[ROBUST], cfg.defense, data.train.to(device), data.val.to(device), domain=data.spec.domain
-    )
+    names = list(demo_train_configs(cfg))
+    workers = worker_count(cfg.workers, device, len(names))
+    part_hooks = hooks if workers == 1 else None
+    hooks.stage(f"training {', '.join(names)} ({cfg.epochs} epochs; {workers} worker process(es))")
+    started = time.perf_counter()
+    records = run_parts(
+        train_part,
+        [(cfg, name, out, part_hooks) for name in reversed(names)],  # the robust model takes longest: first
+        workers,
+        on_done=lambda i, _: hooks.stage(f"trained {names[-1 - i]} ({time.perf_counter() - started:.0f} s)"),
+    )[::-1]
+    robust = load_model(out / "models" / ROBUST, device=device)
+    defended = build_defense(robust, cfg.defense, data.train.to(device), data.val.to(device), domain=data.spec.domain)
     save_defense(defended, out / "defenses" / ROBUST)
-    hooks.stage(f"evaluating {ROBUST}+defense")
-    dev = plan.defense(defended, test, adaptive=cfg.defense.adaptive, adaptive_steps=cfg.defense.adaptive_steps)
-    results["models"][f"{ROBUST}+defense"] = {
-        "path": f"defenses/{ROBUST}",
-        **dev.to_dict(),
-        "training": results["models"][ROBUST]["training"],
-    }
+    evaluated = [ROBUST + DEFENDED, ROBUST, "standard"]  # longest first
+    workers = worker_count(cfg.workers, device, len(evaluated))
+    part_hooks = hooks if workers == 1 else None
+    hooks.stage(f"evaluating {', '.join(evaluated)} on {len(test)} test examples ({workers} worker process(es))")
+    started = time.perf_counter()
+    evaluations = run_parts(
+        evaluate_part,
+        [(cfg, name, out, part_hooks) for name in evaluated],
+        workers,
+        on_done=lambda i, _: hooks.stage(f"evaluated {evaluated[i]} ({time.perf_counter() - started:.0f} s)"),
+    )
+    by_name = dict(zip(evaluated, evaluations, strict=True))
+    training = dict(zip(names, records, strict=True))
+    for name in names:
+        results["models"][name] = {"path": f"models/{name}", **by_name[name].to_dict(), "training": training[name]}
+    dev = by_name[ROBUST + DEFENDED]
+    results["models"][ROBUST + DEFENDED] = {"path": f"defenses/{ROBUST}", **dev.to_dict(), "training": training[ROBUST]}
     results["notes"] = demo_notes(cfg, dev)
     write_run(out, results, data, cfg.resolved(), "demo")
     return results

@@ -4,9 +4,10 @@ the rest only when the probe breaks one or the model's gradients are not healthy
 In an AutoAttack-style sequence the gradient-free attack (Square) is there to catch gradient masking: on a
 model whose input gradients are finite and non-zero and whose survivors resisted APGD-CE and APGD-T, it
 almost never breaks more (Croce & Hein 2020, table 2). A probe keeps that guarantee measurable instead of
-assumed: the most vulnerable survivors are attacked in full, and any success, or any sign of unhealthy
-gradients on the survivors, sends the attack to every remaining example. What was skipped is logged and
-reported by the sequence (``examples_attacked``).
+assumed: the survivors nearest the boundary are attacked in full, in chunks that double in size (32, 64,
+128, ...) for as long as the last chunk yielded a success; any sign of unhealthy gradients on the survivors
+sends the attack to every example. What was skipped is logged and reported by the sequence
+(``examples_attacked``).
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ def boundary_order(logits: Tensor, goal: Goal) -> Tensor:
 
 @dataclass(frozen=True, kw_only=True)
 class Probed(Attack):
-    """``base`` on the ``n_probe`` examples nearest the boundary; on all of them if it breaks any there or
-    if more than ``max_bad_gradient_share`` of the examples have zero or non-finite input gradients.
+    """``base`` on the ``n_probe`` examples nearest the boundary, then on the next 2x, 4x, ... as long as
+    the last chunk had a success; on all of them if more than ``max_bad_gradient_share`` of the examples
+    have zero or non-finite input gradients.
 
     Args:
         base: the attack to spend carefully (typically Square).
@@ -68,19 +70,25 @@ class Probed(Attack):
         zero, nonfinite, logits = gradient_shares(model, x, goal)
         order = boundary_order(logits, goal)
         unhealthy = max(zero, nonfinite) > self.max_bad_gradient_share
-        first = order if unhealthy else order[: self.n_probe]
         x_adv = x.clone()
         queries = torch.ones(n, dtype=torch.long, device=x.device)
-        broken = self._run(model, x, goal, threat, rng, first, x_adv, queries)
-        rest = order[first.numel() :]
-        if rest.numel() and broken:
-            self._run(model, x, goal, threat, rng, rest, x_adv, queries)
-        elif rest.numel():
+        if unhealthy:
+            self._run(model, x, goal, threat, rng, order, x_adv, queries)
+            return Perturbation(x_adv, n_queries=queries)
+        start, size = 0, self.n_probe
+        while start < n:
+            chunk = order[start : start + size]
+            broken = self._run(model, x, goal, threat, rng, chunk, x_adv, queries)
+            start, size = start + chunk.numel(), 2 * size
+            if not broken:
+                break
+        if start < n:
             log.info(
-                "%s: probe of %d nearest examples broke none and gradients are healthy; %d examples not attacked",
+                "%s: the %d examples nearest the boundary ended with a chunk it broke none of, and gradients are "
+                "healthy; %d examples not attacked",
                 type(self.base).__name__,
-                first.numel(),
-                rest.numel(),
+                start,
+                n - start,
             )
         return Perturbation(x_adv, n_queries=queries)
 

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from bastion.attacks import PGD, Attack
 from bastion.attacks.adaptive import AdaptivePGD, Transfer
+from bastion.attacks.worst_case import AttackSequence
 from bastion.data.spec import Split
 from bastion.defenses.pipeline import Decision, DefendedClassifier
 from bastion.defenses.transforms import is_randomized
@@ -163,7 +164,9 @@ class DefenseCells:
     max_eps: float
     adaptive: frozenset[str] = frozenset()
     always_ensemble: bool = False
+    sequence: bool = False
     n: int = field(init=False)
+    _plain_robust: dict[float, Tensor] = field(default_factory=dict, init=False)
     #: eps -> (N,) inputs some plain attack made fail, and (N, *S) one failing input for each of them.
     _plain_failed: dict[float, Tensor] = field(default_factory=dict, init=False)
     _plain_x: dict[float, Tensor] = field(default_factory=dict, init=False)
@@ -172,9 +175,20 @@ class DefenseCells:
         self.n = len(self.accuracy.target.split)
 
     def cell(self, name: str, attack: Attack, eps: float) -> tuple[Tensor, Tensor]:
-        """(robust, failed) per input: failed = misclassified and not flagged."""
-        result = self.accuracy.cell(name, attack, eps)
+        """(robust, failed) per input: failed = misclassified and not flagged.
+
+        In a ``sequence`` suite each plain attack runs only on the inputs no earlier one made fail, the others
+        keep their failing input, and robust accuracy reads "after this attack and all earlier ones".
+        """
+        done = self._plain_failed.get(eps) if self.sequence and name not in self.adaptive else None
+        result = self.accuracy.cell(name, attack, eps, done=done)
         robust, x_adv = result.correct, result.x_adv
+        if done is not None:
+            x_adv = torch.where(done.view(-1, *[1] * (x_adv.dim() - 1)), self._plain_x[eps], x_adv)
+            robust = robust & self._plain_robust[eps]
+            self.accuracy.ev.record(name, eps, robust)
+        if self.sequence and name not in self.adaptive:
+            self._plain_robust[eps] = robust
         y = self.accuracy.target.split.y
         d = self.defended.decide(x_adv)
         failed = (d.labels != y) & ~d.flagged
@@ -283,7 +297,15 @@ def evaluate_defense(
     report = defense_report(defended, test, clean, adaptive_names)
     if adaptive and is_randomized_defense(defended):
         report["eot_samples"] = eot_samples
-    cells = DefenseCells(defended, accuracy, clean, report, max(eps_values), adaptive=frozenset(adaptive_names))
+    cells = DefenseCells(
+        defended,
+        accuracy,
+        clean,
+        report,
+        max(eps_values),
+        adaptive=frozenset(adaptive_names),
+        sequence=isinstance(attacks, AttackSequence),
+    )
     run_grid(suite, eps_values, cells, on_cell=on_cell)
     ratio, per_def, per_bare = latency_ratio(defended, test.x[: min(len(test), 256)])
     report["latency_ratio"] = stored(ratio, RATIO_DIGITS)

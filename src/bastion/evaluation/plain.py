@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import torch
 from torch import Tensor, nn
 
 from bastion.attacks import Attack
@@ -63,10 +64,19 @@ class AccuracyCells(ImageCells):
     def target(self) -> EveryExample:
         return EveryExample(self.test)
 
-    def cell(self, name: str, attack: Attack, eps: float) -> RobustResult:
-        result, robust = self.target.attack(
+    def cell(self, name: str, attack: Attack, eps: float, *, done: Tensor | None = None) -> RobustResult:
+        """``done``: (N,) inputs an earlier attack already broke; they are not attacked and count as broken
+        (the caller puts their breaking inputs into ``x_adv``)."""
+        target, rows = self.target, None
+        if done is not None and bool(done.any()):
+            rows = (~done).nonzero().squeeze(1)
+            target = EveryExample(Split(self.test.x[rows], self.test.y[rows]))
+        result, robust = target.attack(
             self.model, attack, self.threat.with_eps(eps), seed=self.seed, batch_size=self.batch_size
         )
+        if rows is not None:
+            result = widen(result, rows, self.test.x)
+            robust = result.correct
         self.ev.record(name, eps, robust)
         put(self.ev.attack_cost, name, eps, cost_entry(result.n_forward, result.n_backward, result.wall_time_s))
         if self.keep_adversarial:
@@ -80,6 +90,15 @@ class AccuracyCells(ImageCells):
     def record_worst(self, eps: float, robust: Sequence[Tensor]) -> None:
         """The suite's per-example worst case at ``eps``: robust only where every attack failed."""
         self.ev.record(ENSEMBLE, eps, worst_case(robust, self.clean_correct))
+
+
+def widen(result: RobustResult, rows: Tensor, x: Tensor) -> RobustResult:
+    """A result on ``x[rows]`` as one on all of ``x``: the other inputs unperturbed and counted as broken."""
+    x_adv = x.clone()
+    x_adv[rows] = result.x_adv
+    correct = torch.zeros(len(x), dtype=torch.bool, device=result.correct.device)
+    correct[rows] = result.correct
+    return RobustResult(x_adv, correct, result.n_forward, result.n_backward, result.wall_time_s)
 
 
 CellsT = TypeVar("CellsT", bound=ImageCells)

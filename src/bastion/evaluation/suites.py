@@ -45,8 +45,9 @@ def tabular() -> dict[str, Attack]:
 def standard() -> dict[str, Attack]:
     """AutoAttack-grade worst case: APGD-CE, APGD-T (9 targets), DeepFool (minimum norm), Square (5,000 queries).
 
-    Square first attacks the 32 survivors nearest the boundary, and all of them only if it breaks one
-    there or the survivors' input gradients are not all finite and non-zero (bastion.attacks.probe).
+    Square attacks the survivors nearest the boundary first, in chunks of 32, 64, 128, ... for as long as
+    the last chunk yielded a success, and all of them when the survivors' input gradients are not all
+    finite and non-zero (bastion.attacks.probe).
 
     DeepFool takes FAB-T's slot as the boundary-seeking minimum-norm member. Needs >= 4 classes (APGD-T);
     use ``binary`` for two-class tasks.

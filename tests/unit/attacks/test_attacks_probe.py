@@ -16,9 +16,11 @@ from bastion.threat import ThreatModel
 
 @dataclass(frozen=True, kw_only=True)
 class Recorder(Attack):
-    """Remembers how many examples each call attacked; ``shift`` moves every input (0: never succeeds)."""
+    """Remembers how many examples each call attacked; ``shift`` moves every input (0: never succeeds) in
+    the first ``shifted_calls`` calls (None: all)."""
 
     shift: float = 0.0
+    shifted_calls: int | None = None
     calls: list[int] = field(default_factory=list)
     early_stop: bool = False
 
@@ -26,7 +28,8 @@ class Recorder(Attack):
         self, model: nn.Module, x: Tensor, goal: Goal, threat: ThreatModel, rng: torch.Generator | None
     ) -> Tensor:
         self.calls.append(x.shape[0])
-        return x + self.shift
+        shifted = self.shifted_calls is None or len(self.calls) <= self.shifted_calls
+        return x + (self.shift if shifted else 0.0)
 
 
 class Rounded(nn.Module):
@@ -57,15 +60,23 @@ def test_a_probe_that_breaks_nothing_on_healthy_gradients_spares_the_rest() -> N
     assert not result.success.any() and torch.equal(result.x_adv, x)
 
 
-def test_a_probe_that_breaks_one_sends_the_attack_to_every_example() -> None:
+def test_chunks_double_while_the_attack_keeps_breaking_examples() -> None:
     model, x, y = batch()
-    base = Recorder(shift=0.1)  # the sign of nothing: a big uniform move flips some predictions
     with torch.no_grad():
-        flips = model((x + 0.1).clamp(0, 1)).argmax(1) != y
+        flips = model((x + 0.6).clamp(0, 1)).argmax(1) != y
     order = boundary_order(model(x).detach(), Misclassify(y))
-    assert flips[order[:8]].any(), "fixture: the shift must break one of the probe's examples"
-    Probed(base=base, n_probe=8)(model, x, Misclassify(y), THREAT)
-    assert base.calls == [8, 32]
+    assert flips[order[:8]].any() and flips[order[8:24]].any(), "fixture: the shift must break in both chunks"
+    base = Recorder(shift=0.6)
+    Probed(base=base, n_probe=8)(model, x, Misclassify(y), ThreatModel(norm="linf", eps=0.6))
+    assert base.calls == [8, 16, 16]  # 8, then 16, then the 16 left (a chunk of 32 capped at the rest)
+
+
+def test_a_chunk_that_breaks_nothing_ends_the_attack() -> None:
+    model, x, y = batch()
+    base = Recorder(shift=0.1, shifted_calls=1)  # breaks in the probe only
+    result = Probed(base=base, n_probe=8)(model, x, Misclassify(y), THREAT)
+    assert base.calls == [8, 16]
+    assert result.success.any()
 
 
 def test_zero_gradients_bypass_the_probe() -> None:

@@ -90,3 +90,28 @@ def test_eot_draws_are_chosen_by_convergence(digits: Dataset, trades_model: nn.M
         adaptive_steps=2,
     )
     assert ev.defense is not None and ev.defense["eot_samples"] > 1
+
+
+def test_a_sequence_suite_attacks_only_the_inputs_still_standing(digits: Dataset, trades_model: nn.Module) -> None:
+    """Under an AttackSequence each plain attack skips the inputs an earlier one already made fail, and the
+    per-attack robust accuracy is cumulative; the worst case is the same as running every attack on all."""
+    from bastion.attacks import PGD
+    from bastion.attacks.worst_case import AttackSequence
+
+    defense = Defense(trades_model, [BitDepth(3)], [MahalanobisDetector(trades_model)], domain=digits.spec.domain)
+    defense.fit(digits.train.x, digits.train.y).calibrate(digits.val.x)
+    threat = ThreatModel(norm="linf", eps=0.2, domain=digits.spec.domain)
+    test = digits.test.take(60)
+    attacks = {"fgsm": FGSM(), "pgd": PGD(n_steps=10)}
+    seq = evaluate_defense(defense, test, AttackSequence(attacks), threat, [0.2], adaptive=False)
+    alone = evaluate_defense(defense, test, attacks, threat, [0.2], adaptive=False)
+    assert seq.defense is not None and alone.defense is not None
+    failed_by_fgsm = round(seq.defense["failure_rate"]["fgsm"]["0.2"] * len(test))
+    assert failed_by_fgsm > 0
+    fgsm_passes = seq.attack_cost["fgsm"]["0.2"]["backward_passes"]
+    assert seq.attack_cost["pgd"]["0.2"]["backward_passes"] <= 10 * fgsm_passes * (len(test) - failed_by_fgsm) / len(
+        test
+    )
+    assert seq.robust_accuracy["pgd"]["0.2"] <= seq.robust_accuracy["fgsm"]["0.2"]
+    assert seq.robust_accuracy["pgd"]["0.2"] <= alone.robust_accuracy["pgd"]["0.2"]
+    assert seq.defense["failure_rate"]["ensemble"]["0.2"] >= alone.defense["failure_rate"]["pgd"]["0.2"]
