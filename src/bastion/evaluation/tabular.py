@@ -80,7 +80,9 @@ class TabularAttackOutcome:
 def valid_records(domain: TabularDomain, x_adv: Tensor, x: Tensor, raw: pd.DataFrame) -> Tensor:
     """(N,) bool: the raw record passes ``validate_raw`` against the original row and the point is feasible."""
     schema = domain.preprocessor.schema
-    ok = validate_raw(domain.raw_records(x_adv), schema, reference=raw) & domain.is_feasible(x_adv, x).cpu().numpy()
+    records = domain.raw_records(x_adv)
+    ok = validate_raw(records, schema, reference=raw, constraints=domain.constraints)
+    ok &= domain.is_feasible(x_adv, x).cpu().numpy()
     return torch.as_tensor(ok)
 
 
