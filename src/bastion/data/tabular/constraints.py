@@ -123,7 +123,8 @@ class _File(_Strict):
 
 
 def _pydantic_message(err: ValidationError, source: str) -> str:
-    first = err.errors()[0]
+    errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")  # a typo explains the rest
+    first = errors[0]
     where = ".".join(str(p) for p in first["loc"]) or "file"
     msg = first["msg"]
     if first["type"] == "extra_forbidden":

@@ -148,7 +148,8 @@ def mine(
     min_confidence: float = 1.0,
     max_decimals: int = 12,
 ) -> MinedConstraints:
-    """Implication rules between equality atoms and the decimal grids of continuous features.
+    """Implication rules between equality atoms and the decimal grids of continuous features (those with
+    at least two distinct values).
 
     Args:
         records: raw training records (schema columns).
@@ -182,11 +183,12 @@ def mine(
                 MinedRule(atoms[i][0], atoms[i][1], atoms[j][0], atoms[j][1], int(support[i]), float(confidence[i, j]))
             )
     rules.sort(key=lambda r: (-r.confidence, -r.support, r.name))
-    decimals = {
-        f.name: decimals_of(np.asarray(pd.to_numeric(records[f.name], errors="coerce")), max_decimals)
-        for f in schema.features
-        if f.kind is FeatureKind.CONTINUOUS
-    }
+    decimals = {}
+    for f in schema.features:
+        values = np.asarray(pd.to_numeric(records[f.name], errors="coerce"), dtype=np.float64)
+        # A column with one value shows no grid (its box is fixed by the data's range anyway).
+        if f.kind is FeatureKind.CONTINUOUS and len(np.unique(values[np.isfinite(values)])) >= 2:
+            decimals[f.name] = decimals_of(values, max_decimals)
     return MinedConstraints(tuple(rules), decimals, n, min_support)
 
 
