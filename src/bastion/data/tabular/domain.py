@@ -235,10 +235,10 @@ class TabularDomain:
             target = np.clip(raw_ref + np.sign(d) * steps, math.ceil(lo), math.floor(hi))
             z_target = pre._to_model(feature, target)
             out[:, col] = np.where(target == raw_ref, x_ref[:, col], z_target)
-        for name, grid in self.decimal_grids.items():
+        for name, decimal_grid in self.decimal_grids.items():
             feature = pre.schema_.feature(name)
             col = pre.feature_slices_[name].start
-            step = 10.0**-grid.decimals
+            step = 10.0**-decimal_grid.decimals
             raw = pre._to_raw(feature, np.clip(x[:, col], pre.lower_[col], pre.upper_[col]))
             raw_ref = pre._to_raw(feature, np.clip(x_ref[:, col], pre.lower_[col], pre.upper_[col]))
             d = raw - raw_ref
