@@ -17,23 +17,26 @@ import csv
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from bastion.data.catalog import open_source
-from bastion.data.tabular.loading import tabular_source
+from bastion.data.tabular.loading import TabularSource, tabular_source
 from bastion.data.tabular.mining import audit, mine, rules_table
+from bastion.data.tabular.table import TabularTable
 from bastion.io import atomic_write_text
 
 
-def _read(spec: str) -> tuple[object, object]:
+def _read(spec: str) -> tuple[TabularTable, TabularSource, dict[str, Any]]:
+    """The SPEC's (training) file, its dataset entry and typed options."""
     source = open_source(spec)
     entry = tabular_source(source.name)
     options = entry.typed_options(source)
     path = source.location()
     if path.is_dir():
         path = entry.files(path, options)[0]
-    return entry.read_file(path, options), (entry, options)
+    return entry.read_file(path, options), entry, options
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--min-support", type=int, default=30)
     args = parser.parse_args(argv)
 
-    train, _ = _read(args.data)
-    mined = mine(train.features, train.schema, min_support=args.min_support)  # type: ignore[attr-defined]
+    train, entry, options = _read(args.data)
+    mined = mine(train.features, train.schema, min_support=args.min_support)
     if args.command == "mine":
         hard = mined.hard()
         print(f"{len(hard)} rules hold on all {mined.n_rows} training rows (support >= {args.min_support}):")
@@ -60,13 +63,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name:60s} support {support:6d}  confidence {confidence:.3f}")
         print("decimal grids:", json.dumps(dict(mined.decimals)))
         if args.out:
-            d = mined.to_constraint_dict(train.schema.name)  # type: ignore[attr-defined]
+            d = mined.to_constraint_dict(train.schema.name)
             atomic_write_text(args.out, yaml.safe_dump(d, sort_keys=False, width=110))
             print(f"wrote {args.out}: review, then accept the rules you trust")
         return 0
-    _, (entry, options) = _read(args.data)
-    written = entry.read_file(args.records, options)  # type: ignore[attr-defined]
-    original = entry.read_file(args.original, options)  # type: ignore[attr-defined]
+    written = entry.read_file(args.records, options)
+    original = entry.read_file(args.original, options)
     with open(str(args.records) + ".lines.csv", newline="") as fh:
         lines = [int(row["line"]) for row in csv.DictReader(fh)]
     position = {int(ln): i for i, ln in enumerate(original.line_numbers.tolist())}

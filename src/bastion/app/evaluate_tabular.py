@@ -192,7 +192,7 @@ def save_adversarial(
         written |= hit
     rows = np.flatnonzero(written)
     constraints = domain.constraints
-    records = domain.raw_records(chosen[rows]) if len(rows) else table.features.iloc[:0].copy()
+    records = domain.textual_records(chosen[rows]) if len(rows) else table.features.iloc[:0].copy()
     if constraints is not None:
         records = constraints.rounded(records)
     original = table.select(malicious[rows])

@@ -422,6 +422,31 @@ class TabularDomain:
         """The raw records these model-space rows stand for (``inverse_transform``)."""
         return self.preprocessor.inverse_transform(x.detach().cpu().double().numpy())
 
+    def textual_records(self, x: Tensor) -> pd.DataFrame:
+        """``raw_records`` with every decimal-grid feature at the shortest decimal (up to its grid's) that
+        maps back to the same model-space value in x's dtype: a 9-decimal grid finer than float32 is
+        written as 0.96, not 0.959999979, and the record still stands for exactly the row attacked."""
+        records = self.raw_records(x)
+        if self.constraints is None:
+            return records
+        pre = self.preprocessor
+        z = x.detach().cpu()
+        for name, grid in self.constraints.grids.items():
+            feature = pre.schema_.feature(name)
+            col = pre.feature_slices_[name].start
+            target = z[:, col].numpy()
+            raw = records[name].to_numpy(dtype=np.float64)
+            out = np.round(raw, grid.decimals)
+            found = np.zeros(len(raw), dtype=bool)
+            for k in range(grid.decimals + 1):
+                candidate = np.round(raw, k)
+                image = torch.as_tensor(pre._to_model(feature, candidate), dtype=z.dtype).numpy()
+                hit = ~found & (image == target)
+                out[hit] = candidate[hit]
+                found |= hit
+            records[name] = out
+        return records
+
     # ---- serialisation
 
     def to_dict(self) -> dict[str, Any]:
