@@ -146,14 +146,14 @@ class Atom:
     value: Any
 
     def evaluate(self, column: np.ndarray) -> np.ndarray:
-        """(N,) bool on one raw column (object array of text for categoricals, floats otherwise)."""
-        if column.dtype.kind == "O" and isinstance(self.value, str | tuple) and self._textual():
-            text = column.astype(str)
+        """(N,) bool on one raw column (text for categoricals, numbers otherwise; see ``prepared``)."""
+        if column.dtype.kind in "OUS" and self._textual():
+            text = column.astype(str) if column.dtype.kind == "O" else column
             if self.op == "in":
                 return np.isin(text, [str(v) for v in self.value])
             same = text == str(self.value)
             return same if self.op == "eq" else ~same
-        x = np.asarray(pd.to_numeric(pd.Series(column), errors="coerce"), dtype=np.float64)
+        x = column if column.dtype.kind == "f" else prepared(column)
         with np.errstate(invalid="ignore"):
             if self.op == "in":
                 return np.any([_close(x, float(v)) for v in self.value], axis=0)
@@ -182,6 +182,16 @@ class Atom:
 
     def to_dict(self) -> dict[str, Any]:
         return {self.op: list(self.value) if self.op == "in" else self.value}
+
+
+def prepared(column: Any) -> np.ndarray:
+    """A raw column as atoms compare it: float64 for numbers (NaN where not one), str for text."""
+    values = np.asarray(column)
+    if values.dtype.kind in "biuf":
+        return values.astype(np.float64)
+    if values.dtype.kind in "US" or (len(values) and isinstance(values.flat[0], str)):
+        return values.astype(str)
+    return np.asarray(pd.to_numeric(pd.Series(values), errors="coerce"), dtype=np.float64)
 
 
 def _close(x: np.ndarray, v: float) -> np.ndarray:
@@ -381,7 +391,8 @@ class ConstraintSet:
         if not self.rules:
             return np.ones((n, 0), dtype=bool)
         atoms, when, then = self._atom_index
-        values = np.stack([a.evaluate(np.asarray(columns[a.feature])) for a in atoms], axis=1)
+        ready = {f: prepared(columns[f]) for f in dict.fromkeys(a.feature for a in atoms)}
+        values = np.stack([a.evaluate(ready[a.feature]) for a in atoms], axis=1)
         return ~_all_of(values, when) | _all_of(values, then)
 
     @property
