@@ -230,3 +230,31 @@ def test_only_clean_detected_rows_with_the_margin_are_real_evasions() -> None:
     )
     assert outcome.real_evasions().tolist() == [True, False, True, False]
     assert outcome.real_evasions(min_margin=0.1).tolist() == [True, False, False, False]
+
+
+class _StubbornTarget:
+    """A constrained target whose attacks never evade: as if an unbounded attack were broken."""
+
+    unbounded_exemption = "constrained"
+
+    def __init__(self, split: object) -> None:
+        self.split = split
+
+    def attack(
+        self, model: object, attack: object, threat: object, *, seed: int, batch_size: int = 256
+    ) -> tuple[None, torch.Tensor]:
+        return None, torch.ones(len(self.split), dtype=torch.bool)  # type: ignore[arg-type]
+
+
+def test_an_unbounded_attack_weaker_than_the_bounded_one_is_suspect(kdd: tuple[object, Path]) -> None:
+    from bastion.evaluation.checks import SUSPECT, CheckSettings, constraint_limit
+    from bastion.evaluation.record import Evaluation
+
+    data, _ = kdd
+    ds = data.dataset  # type: ignore[attr-defined]
+    n = len(ds.test)
+    ev = Evaluation(clean_accuracy=1.0, n_examples=n)
+    ev.record("pgd-50", 0.3, torch.zeros(n, dtype=torch.bool))  # the evaluation evaded every row at 0.3
+    threat = ThreatModel(norm=Norm.LINF, eps=0.3, domain=ds.spec.domain)
+    check = constraint_limit(random_model(ds.test.x.shape[1], 0), _StubbornTarget(ds.test), threat, ev, CheckSettings())
+    assert check.status == SUSPECT and check.measured["bounded_accuracy"] == 0.0
