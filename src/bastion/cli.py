@@ -255,6 +255,10 @@ def evaluate(
         Path | None,
         typer.Option("--save-adversarial", help="Tabular data: write adversarial records in the input's format."),
     ] = None,
+    min_margin: Annotated[
+        float | None,
+        typer.Option("--min-margin", help="Tabular data: written evasions need p(benign) - p(other) >= this."),
+    ] = None,
     out: OutOpt = Path("runs/evaluate"),
     config: ConfigOpt = None,
     seed: SeedOpt = None,
@@ -276,6 +280,7 @@ def evaluate(
             device=device,
             on_bad_rows=on_bad_rows,
             save_adversarial=str(save_adversarial) if save_adversarial else None,
+            min_margin=min_margin,
         )
         return run_evaluate(path, cfg, out, hooks)
 

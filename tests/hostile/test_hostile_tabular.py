@@ -86,4 +86,4 @@ def test_bench_tabular_saves_every_model_its_results_name(tmp_path: Path) -> Non
     other.write_text(_kdd(30, 2))
     ecfg = EvalConfig.parse({"data": f"nsl-kdd:{other}", "suite": "quick", "eps": [0.1], "checks_examples": 0})
     results = run_evaluate(tmp_path / "out" / "nsl-kdd" / "standard", ecfg, tmp_path / "ev")
-    assert results["models"]["standard"]["n_examples"] == 30
+    assert results["models"]["standard"]["tabular"]["n_rows"] == 30

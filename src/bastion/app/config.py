@@ -91,6 +91,7 @@ class EvalConfig(StrictConfig):
     batch_size: int = Field(default=256, ge=1)
     on_bad_rows: Literal["drop", "raise"] = "drop"  # tabular data: drop and report bad rows, or stop
     save_adversarial: str | None = None  # tabular data: write adversarial records in the input's format
+    min_margin: float = Field(default=0.0, ge=0, lt=1)  # tabular: written evasions need p(benign) - p(other) >= it
     checks_examples: int = Field(default=100, ge=0)  # test examples for the sanity checks' attacks (0: off)
 
     @field_validator("eps")

@@ -113,8 +113,12 @@ def run_evaluate_tabular(
         results["models"][name] = {"path": str(model_dir), **entry, **({"training": training} if training else {})}
         target = getattr(cfg, "save_adversarial", None)
         if target and not saved:
-            save_adversarial(Path(target), data, table, test, domain, outcomes, spec.benign, max(cfg.eps))
+            margin = float(getattr(cfg, "min_margin", 0.0))
+            written = save_adversarial(
+                Path(target), data, table, test, domain, outcomes, spec.benign, max(cfg.eps), margin
+            )
             results["adversarial_file"] = str(target)
+            results["adversarial_records"] = written
             saved = True
     write_outputs(out, results)
     return results
@@ -159,36 +163,76 @@ def save_adversarial(
     table: Any,
     test: Any,
     domain: TabularDomain,
-    outcomes: dict[tuple[str, float], Any],
+    outcomes: dict[tuple[str, float], TabularAttackOutcome],
     benign: int,
     eps: float,
-) -> Path:
-    """Write the malicious rows' adversarial records at ``eps``: per row, the first attack's example that
-    evaded validly (else the last attack's example), in the input's own format, with a line sidecar."""
+    min_margin: float = 0.0,
+) -> dict[str, Any]:
+    """Write the real evasions at ``eps``: malicious rows the model detected clean and an attack turned
+    into a valid record classified benign (by ``min_margin`` at least), each with the first attack's
+    example that did, in the input's own textual format. The sidecar gives per row its line, the attack,
+    the budget, the benign margin, how many rules the validator checked and which fields changed.
+
+    Returns what was written: counts and the constraint set's id, for results.json.
+    """
     malicious = np.flatnonzero((test.y != benign).cpu().numpy())
     names = [a for a, e in outcomes if e == eps and a != ENSEMBLE]
-    chosen = outcomes[(names[-1], eps)].x_adv.clone()
-    which = np.array([names[-1]] * len(malicious), dtype=object)
-    evaded = np.zeros(len(malicious), dtype=bool)
-    for name in reversed(names):
-        hit = outcomes[(name, eps)].evaded.numpy()
-        chosen[hit] = outcomes[(name, eps)].x_adv[hit]
+    n = len(malicious)
+    chosen = torch.zeros_like(outcomes[(names[0], eps)].x_adv) if names else test.x[malicious].cpu()
+    which = np.array([""] * n, dtype=object)
+    margin = np.zeros(n)
+    written = np.zeros(n, dtype=bool)
+    for name in names:
+        o = outcomes[(name, eps)]
+        hit = o.real_evasions(min_margin).numpy() & ~written
+        chosen[hit] = o.x_adv[hit]
         which[hit] = name
-        evaded |= hit
-    records = domain.raw_records(chosen)
-    original = table.select(malicious)
-    clean = test.x[malicious].cpu()
+        if o.margin is not None:
+            margin[hit] = o.margin.numpy()[hit]
+        written |= hit
+    rows = np.flatnonzero(written)
+    constraints = domain.constraints
+    records = domain.textual_records(chosen[rows]) if len(rows) else table.features.iloc[:0].copy()
+    if constraints is not None:
+        records = constraints.rounded(records)
+    original = table.select(malicious[rows])
+    clean = test.x[malicious[rows]].cpu()
     pre = domain.preprocessor
-    for name in pre.schema_.names:  # unchanged features keep their exact original text, not a float32 echo
+    changed: list[list[str]] = [[] for _ in rows]
+    for name in pre.schema_.names:  # unchanged features keep their exact original value
         cols = pre.feature_slices_[name]
-        same = (chosen[:, cols] == clean[:, cols]).all(dim=1).numpy()
+        same = (chosen[rows][:, cols] == clean[:, cols]).all(dim=1).numpy()
         values = records[name].to_numpy(copy=True)
         values[same] = original.features[name].to_numpy()[same]
         records[name] = values
-    return write_records(
+        for i in np.flatnonzero(~same):
+            changed[i].append(name)
+    n_checked = len(pre.schema_.relations) + (
+        0 if constraints is None else len(constraints.rules) + len(constraints.grids) + len(constraints.relations)
+    )
+    write_records(
         target,
-        records,
+        records.reset_index(drop=True),
         original,
         header=data.has_header,
-        sidecar={"attack": which.tolist(), "eps": [eps_key(eps)] * len(malicious), "evaded": evaded.tolist()},
+        formats=None if constraints is None else constraints.formatters(),
+        sidecar={
+            "attack": which[rows].tolist(),
+            "eps": [eps_key(eps)] * len(rows),
+            "margin": [f"{m:.4f}" for m in margin[rows]],
+            "rules_checked": [n_checked] * len(rows),
+            "changed_fields": [";".join(c) for c in changed],
+        },
     )
+    first = outcomes[(names[0], eps)] if names else None
+    missed = 0 if first is None or first.clean_detected is None else int((~first.clean_detected).sum())
+    return {
+        "file": str(target),
+        "eps": eps_key(eps),
+        "n_written": len(rows),
+        "n_malicious": n,
+        "clean_missed_not_written": missed,
+        "min_margin": min_margin,
+        "rules_checked": n_checked,
+        "constraints": None if constraints is None else constraints.set_hash()[:16],
+    }

@@ -116,6 +116,9 @@ class Evaluation:
     tabular: dict[str, Any] | None = None
     #: The figure the run states about this model (bastion.evaluation.headline), set by whoever knows the suite.
     headline: dict[str, Any] | None = None
+    #: What clean and robust accuracy are shares of, when not "all test examples, classified correctly"
+    #: (tabular evasion: "detection rate on malicious rows"); one denominator for the whole entry.
+    denominator: str | None = None
 
     def record(self, attack: str, eps: float, robust: Tensor, *, accuracy: float | None = None) -> None:
         """Store one cell's per-example outcome, its robust accuracy and interval.
@@ -144,6 +147,8 @@ class Evaluation:
             "robust_accuracy_ci": self.robust_accuracy_ci,
             "attack_cost": self.attack_cost,
         }
+        if self.denominator is not None:
+            out["denominator"] = self.denominator
         if self.defense is not None:
             out["defense"] = self.defense
         out.update(self.per_class())

@@ -6,8 +6,11 @@ is written back as a raw record (``inverse_transform``) and re-checked by the in
 evasion counts only if that record is valid. The same attacks are re-run with a plain [0, 1] box as the
 domain to show, beside it, what an unconstrained attack would claim.
 
-``robust_accuracy`` in the returned entry is the detection rate on the malicious rows under attack
-(1 - evasion rate); ``clean_accuracy`` is on every row. Precision, recall and MCC treat "malicious"
+One denominator per entry (``denominator``: "detection rate on malicious rows"): ``clean_accuracy`` is
+the clean detection rate of the malicious rows and ``robust_accuracy`` their detection rate under attack
+(1 - evasion rate), both over ``n_examples`` = the malicious rows, so robust can never exceed clean. The
+``tabular`` section adds the false-positive rate on the benign rows (not attacked, so the same under
+attack) and, labelled as such, ``accuracy_all_rows``. Precision, recall and MCC treat "malicious"
 (any non-benign class) as positive, with the malicious rows replaced by their adversarial versions.
 """
 
@@ -68,19 +71,49 @@ def detection_metrics(pred_malicious: np.ndarray, malicious: np.ndarray) -> dict
     return {"precision": stored(precision), "recall": stored(recall), "mcc": stored(mcc)}
 
 
+#: The one denominator of a tabular evasion entry.
+DENOMINATOR = "detection rate on malicious rows"
+
+
 @dataclass
 class TabularAttackOutcome:
-    """Per malicious row, for one (attack, eps): the adversarial rows and whether each evaded validly."""
+    """Per malicious row, for one (attack, eps): the adversarial rows, whether each evaded validly, whether
+    the model detected the clean row (else the "evasion" is the model's own miss, not the attack's), and
+    the benign margin p(benign) - max p(other) at the adversarial row."""
 
     x_adv: Tensor
     evaded: Tensor
     valid: Tensor
+    clean_detected: Tensor | None = None
+    margin: Tensor | None = None
+
+    def real_evasions(self, min_margin: float = 0.0) -> Tensor:
+        """(N,) bool: clean-detected rows the attack turned into valid evasions with at least ``min_margin``."""
+        real = self.evaded.clone()
+        if self.clean_detected is not None:
+            real &= self.clean_detected
+        if self.margin is not None and min_margin > 0:
+            real &= self.margin >= min_margin
+        return real
+
+
+def benign_margin(model: nn.Module, x: Tensor, benign: int, batch_size: int = 512) -> Tensor:
+    """(N,) p(benign) - max p(other class) at x (CPU): how far from a coin flip an evasion is."""
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            p = model(x[i : i + batch_size]).softmax(-1)
+            others = torch.cat([p[:, :benign], p[:, benign + 1 :]], dim=1)
+            out.append((p[:, benign] - others.max(dim=1).values).cpu())
+    return torch.cat(out) if out else torch.zeros(0)
 
 
 def valid_records(domain: TabularDomain, x_adv: Tensor, x: Tensor, raw: pd.DataFrame) -> Tensor:
     """(N,) bool: the raw record passes ``validate_raw`` against the original row and the point is feasible."""
     schema = domain.preprocessor.schema
-    ok = validate_raw(domain.raw_records(x_adv), schema, reference=raw) & domain.is_feasible(x_adv, x).cpu().numpy()
+    records = domain.raw_records(x_adv)
+    ok = validate_raw(records, schema, reference=raw, constraints=domain.constraints)
+    ok &= domain.is_feasible(x_adv, x).cpu().numpy()
     return torch.as_tensor(ok)
 
 
@@ -143,9 +176,12 @@ def malicious_rows(test: Split, raw: pd.DataFrame, domain: TabularDomain, benign
     return MaliciousRows(Split(test.x[idx], test.y[idx]), raw_mal, domain, benign)
 
 
-def tabular_section(pred: np.ndarray, malicious: np.ndarray, benign: int) -> dict[str, Any]:
+def tabular_section(pred: np.ndarray, malicious: np.ndarray, benign: int, y: np.ndarray) -> dict[str, Any]:
     """The ``tabular`` section before any attack: the clean detection numbers and the empty tables."""
     n_mal = int(malicious.sum())
+    n_benign = len(pred) - n_mal
+    false_pos = int((pred[~malicious] != benign).sum())
+    correct = int((pred == y).sum())
     tables: dict[str, dict[str, Any]] = {
         key: {}
         for key in (
@@ -160,8 +196,14 @@ def tabular_section(pred: np.ndarray, malicious: np.ndarray, benign: int) -> dic
         )
     }
     return {
+        "denominator": DENOMINATOR,
         "n_malicious": n_mal,
+        "n_benign": n_benign,
+        "n_rows": len(pred),
         "benign_class": benign,
+        "false_positive_rate_benign": stored_fraction(false_pos, n_benign),
+        "false_positive_rate_benign_ci": stored_interval(false_pos, n_benign),
+        "accuracy_all_rows": stored_fraction(correct, len(pred)),
         "clean": {
             **detection_metrics(pred != benign, malicious),
             "detection_rate": stored_fraction(int((pred[malicious] != benign).sum()), n_mal),
@@ -207,7 +249,9 @@ class EvasionCells:
         t = self.target
         result = t.run(self.model, attack, self.threat(eps), seed=self.seed, batch_size=self.batch_size)
         evaded, valid = t.judge(self.model, result.x_adv)
-        self.outcomes[(name, eps)] = TabularAttackOutcome(result.x_adv.cpu(), evaded, valid)
+        clean_detected = torch.as_tensor(self.pred[self.malicious] != t.benign)
+        margin = benign_margin(self.model, result.x_adv, t.benign)
+        self.outcomes[(name, eps)] = TabularAttackOutcome(result.x_adv.cpu(), evaded, valid, clean_detected, margin)
         self.record(name, eps, evaded)
         put(self.tab["valid_share"], name, eps, stored_mean(valid))
         cost = cost_entry(float(result.n_forward), float(result.n_backward), result.wall_time_s)
@@ -281,11 +325,11 @@ def evaluate_tabular(
     target = malicious_rows(test, raw, domain, benign)
     pred = predict(model, test.x).cpu().numpy()
     malicious = (test.y != benign).cpu().numpy()
-    n, n_mal = len(test), int(malicious.sum())
-    k_clean = int((pred == test.y.cpu().numpy()).sum())
-    ev = Evaluation(clean_accuracy=k_clean / n if n else 0.0, n_examples=n)
-    ev.tabular = tabular_section(pred, malicious, benign)
-    ev.attacked_clean_accuracy = int((pred[malicious] != benign).sum()) / n_mal if n_mal else None
+    n_mal = int(malicious.sum())
+    detected = int((pred[malicious] != benign).sum())
+    ev = Evaluation(clean_accuracy=detected / n_mal if n_mal else 0.0, n_examples=n_mal, denominator=DENOMINATOR)
+    ev.tabular = tabular_section(pred, malicious, benign, test.y.cpu().numpy())
+    ev.attacked_clean_accuracy = detected / n_mal if n_mal else None
     cells = EvasionCells(model, target, norm, ev, pred, malicious, seed, batch_size, unconstrained)
     run_grid(attacks, eps_values, cells, on_cell=on_cell)
     return ev, cells.outcomes

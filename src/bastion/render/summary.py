@@ -36,7 +36,9 @@ def accuracy_rows(results: dict[str, Any], *, with_ci: bool = False) -> tuple[li
     models = results["models"]
     aa_run = bool(results.get("threat", {}).get("aa_grade"))
     attacks = sorted({a for m in models.values() for a in m["robust_accuracy"] if a != "ensemble"})
-    header = ["model", "clean", "eps", headline_title(results), *attacks]
+    denominator = _denominator(results)
+    clean = "clean" if denominator is None else f"clean ({denominator})"
+    header = ["model", clean, "eps", headline_title(results), *attacks]
     rows = []
     for name, m in models.items():
         eps_keys = sorted({e for by in m["robust_accuracy"].values() for e in by}, key=float)
@@ -108,16 +110,30 @@ def _n_examples(results: dict[str, Any]) -> int:
     return int(models[0].get("n_examples", 0)) if models else 0
 
 
+def _denominator(results: dict[str, Any]) -> str | None:
+    """The one denominator every model of the run states (tabular evasion), or None for plain accuracy."""
+    found = {m.get("denominator") for m in results.get("models", {}).values()}
+    return found.pop() if len(found) == 1 else None
+
+
 def _intro(results: dict[str, Any]) -> list[str]:
     """Title, threat model and how to read the tables."""
     threat = results.get("threat", {})
+    denominator = _denominator(results)
+    meaning = (
+        "Robust accuracy = share of test examples still classified correctly after the attack. "
+        if denominator is None
+        else f"Every figure of the accuracy table is the {denominator}, clean and under attack (test examples = "
+        "the malicious rows); the false-positive rate on benign rows and the accuracy over all rows are in the "
+        "Evasion section, labelled as such. "
+    )
     return [
         f"# bastion {results.get('command', 'run')}: {results['data']}",
         "",
         f"Seed {results['seed']}; threat model {threat.get('norm', '?')} with eps in "
         f"{', '.join(threat.get('eps', [])) or 'n/a'} (inputs in [0, 1]); suite `{threat.get('suite', 'n/a')}`.",
         f"Test examples: {_n_examples(results)}. "
-        "Robust accuracy = share of test examples still classified correctly after the attack. "
+        f"{meaning}"
         f"{headline_sentence(results)} Brackets are 95% Wilson intervals.",
         *(
             [
@@ -292,6 +308,14 @@ def tabular_section(results: dict[str, Any]) -> list[str]:
                 )
     header = ["model", "attack", "eps", "robust (detected)", "valid", "unconstrained claim", "unconstr. valid"]
     out.append(markdown_table([*header, "precision", "recall", "MCC"], rows))
+    benign_rows = [
+        [name, str(t.get("n_benign", "-")), _pct(t.get("false_positive_rate_benign")), _pct(t.get("accuracy_all_rows"))]
+        for name, t in models.items()
+        if "false_positive_rate_benign" in t
+    ]
+    if benign_rows:
+        head = ["model", "benign rows", "false-positive rate (benign rows)", "accuracy (all rows, clean)"]
+        out += ["", markdown_table(head, benign_rows)]
     return out
 
 

@@ -11,6 +11,13 @@ relation holds because it held for the reference). ``is_feasible`` is the final 
 the raw validator (``validate_raw`` on ``inverse_transform``). ``violation`` is the differentiable
 (N,) relation violation on relaxed points.
 
+A :class:`~bastion.data.tabular.constraints.ConstraintSet` adds implication rules (``flag in {REJ, S0}
+=> dst_bytes = 0``), the data's decimal grids and more linear relations. ``repair`` snaps grid features
+toward the reference like integers, then fixes each rule the reference satisfies but the repaired row
+breaks by resetting, on that row, the rule's ``then`` features to the reference, then its ``if``
+features, and as a last resort the whole row (which satisfies whatever the reference did). Resets move
+coordinates back to the reference only, so the result stays in every ball the relaxed point was in.
+
 Rounding toward the reference costs at most one grid step per column: a coarse grid (a binary flag, the
 phishing features' {-1, 0, 1}) only moves when the relaxed point reaches the next grid value. The
 search attack (bastion.attacks.search) moves on the grids directly.
@@ -26,6 +33,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from bastion.data.tabular.constraints import ConstraintSet
 from bastion.data.tabular.preprocess import TabularPreprocessor
 from bastion.data.tabular.schema import FeatureKind, LinearRelation
 from bastion.errors import InputValidationError
@@ -54,12 +62,14 @@ class TabularDomain:
     Args:
         preprocessor: a fitted TabularPreprocessor; its schema supplies immutables, kinds, one-hot
             groups and linear relations, its fitted ranges the model-space grids.
+        constraints: rules, decimal grids and further relations (checked against the schema).
     """
 
-    def __init__(self, preprocessor: TabularPreprocessor) -> None:
+    def __init__(self, preprocessor: TabularPreprocessor, constraints: ConstraintSet | None = None) -> None:
         preprocessor._check_fitted()
         self.preprocessor = preprocessor
         pre = preprocessor
+        self.constraints = None if constraints is None else constraints.check_schema(pre.schema_)
         self.lower = torch.as_tensor(pre.lower_, dtype=torch.float32)
         self.upper = torch.as_tensor(pre.upper_, dtype=torch.float32)
         self.immutable = torch.as_tensor(pre.immutable_mask_, dtype=torch.bool)
@@ -70,7 +80,22 @@ class TabularDomain:
         self.integer_features = tuple(
             f for f in pre.schema_.features if f.kind is FeatureKind.INTEGER and pre._span(f)[1] > 0
         )
-        self.relations: tuple[LinearRelation, ...] = tuple(pre.schema_.relations)
+        extra = () if self.constraints is None else self.constraints.relations
+        self.relations: tuple[LinearRelation, ...] = (*pre.schema_.relations, *extra)
+        self.rules = () if self.constraints is None else self.constraints.rules
+        self.decimal_grids = {
+            name: grid
+            for name, grid in ({} if self.constraints is None else self.constraints.grids).items()
+            if pre.schema_.feature(name).mutable and pre._span(pre.schema_.feature(name))[1] > 0
+        }
+        self._rule_columns = tuple(
+            (self._feature_columns(r.consequent_features), self._feature_columns(r.antecedent_features))
+            for r in self.rules
+        )
+        self._grid_columns = tuple(self._feature_columns((name,)) for name in self.decimal_grids)
+        self._constraint_features = tuple(
+            dict.fromkeys([f for r in self.rules for f in (*r.antecedent_features, *r.consequent_features)])
+        )
         self._relation_columns = tuple(self._columns_of(rel) for rel in self.relations)
         self._terms = tuple(self._relation_terms(rel) for rel in self.relations)
 
@@ -79,6 +104,17 @@ class TabularDomain:
     @property
     def n_features(self) -> int:
         return int(self.preprocessor.n_features_out_)
+
+    def with_constraints(self, constraints: ConstraintSet | None) -> TabularDomain:
+        """The same preprocessing with another constraint set (None: none)."""
+        return TabularDomain(self.preprocessor, constraints)
+
+    def _feature_columns(self, names: tuple[str, ...]) -> np.ndarray:
+        cols: list[int] = []
+        for name in names:
+            s = self.preprocessor.feature_slices_[name]
+            cols.extend(range(s.start, s.stop))
+        return np.asarray(sorted(set(cols)), dtype=np.int64)
 
     def _columns_of(self, rel: LinearRelation) -> np.ndarray:
         """Model columns of every feature a relation mentions (whole one-hot blocks for categoricals)."""
@@ -199,6 +235,19 @@ class TabularDomain:
             target = np.clip(raw_ref + np.sign(d) * steps, math.ceil(lo), math.floor(hi))
             z_target = pre._to_model(feature, target)
             out[:, col] = np.where(target == raw_ref, x_ref[:, col], z_target)
+        for name, decimal_grid in self.decimal_grids.items():
+            feature = pre.schema_.feature(name)
+            col = pre.feature_slices_[name].start
+            step = 10.0**-decimal_grid.decimals
+            raw = pre._to_raw(feature, np.clip(x[:, col], pre.lower_[col], pre.upper_[col]))
+            raw_ref = pre._to_raw(feature, np.clip(x_ref[:, col], pre.lower_[col], pre.upper_[col]))
+            d = raw - raw_ref
+            steps = np.floor(np.abs(d) / step + 1e-6)
+            target = np.round(raw_ref / step) * step + np.sign(d) * steps * step  # toward the clean value
+            lo, hi = pre.ranges_[name]
+            target = np.clip(target, math.ceil(lo / step - 1e-9) * step, math.floor(hi / step + 1e-9) * step)
+            z_target = pre._to_model(feature, target)
+            out[:, col] = np.where(steps == 0, x_ref[:, col], z_target)
         return out
 
     def _raw_column(self, x: np.ndarray, name: str, category: str | None) -> np.ndarray:
@@ -223,6 +272,53 @@ class TabularDomain:
             return allowed[np.argmin(np.abs(z[:, None] - grid[None, :]), axis=1)]
         return np.asarray(pre._to_raw(feature, z), dtype=np.float64)
 
+    def _raw_frame(self, x: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """Raw values of ``names`` as inverse_transform writes them (category text for categoricals)."""
+        pre = self.preprocessor
+        out: dict[str, np.ndarray] = {}
+        for name in names:
+            feature = pre.schema_.feature(name)
+            if feature.kind is FeatureKind.CATEGORICAL:
+                s = pre.feature_slices_[name]
+                cats = np.asarray(feature.values or (), dtype=object)
+                out[name] = cats[np.argmax(x[:, s], axis=1)]
+            else:
+                out[name] = self._raw_column(x, name, None)
+        return out
+
+    def _constraints_hold(self, x: np.ndarray) -> np.ndarray:
+        """(N, R + G) bool: each rule, then each decimal grid, on the records inverse_transform writes."""
+        if self.constraints is None or not (self.rules or self.decimal_grids):
+            return np.ones((len(x), 0), dtype=bool)
+        columns = self._raw_frame(x, self._constraint_features)
+        rules = self.constraints.rules_hold(columns) if self.rules else np.ones((len(x), 0), dtype=bool)
+        grids = np.ones((len(x), len(self.decimal_grids)), dtype=bool)
+        for k, (name, grid) in enumerate(self.decimal_grids.items()):
+            grids[:, k] = grid.on_grid(self._raw_column(x, name, None))
+        return np.concatenate([rules, grids], axis=1)
+
+    def _fix_constraints(self, out: np.ndarray, x_ref: np.ndarray, cast: Any) -> np.ndarray:
+        """Rules and grids the reference satisfies, restored by resets toward it (see the module docstring)."""
+        if self.constraints is None or not (self.rules or self.decimal_grids):
+            return out
+        required = self._constraints_hold(x_ref)
+        n_rules = len(self.rules)
+        for stage in ("then", "if"):
+            broken = required & ~self._constraints_hold(out)
+            if not broken.any():
+                return out
+            mask = np.zeros_like(out, dtype=bool)
+            for k in np.flatnonzero(broken.any(axis=0)):
+                rows = broken[:, k]
+                if k < n_rules:
+                    then_cols, if_cols = self._rule_columns[k]
+                    cols = then_cols if stage == "then" else np.union1d(then_cols, if_cols)
+                else:
+                    cols = self._grid_columns[k - n_rules]
+                mask[np.ix_(rows, cols)] = True
+            out = cast(np.where(mask, x_ref, out))
+        return out
+
     def _relations_hold(self, x: np.ndarray) -> np.ndarray:
         """(N, R) bool on the records inverse_transform would write (what the raw validator reads)."""
         if not self.relations:
@@ -240,8 +336,18 @@ class TabularDomain:
             return torch.as_tensor(a, dtype=dtype).double().numpy()
 
         out = cast(snapped)
-        if not self.relations:
+        if self.relations:
+            out = self._fix_linear(out, relaxed, x_ref, cast)
+        if self.constraints is None:
             return out
+        out = self._fix_constraints(out, cast(x_ref), cast)
+        ref = cast(x_ref)
+        broken = (self._relations_hold(ref) & ~self._relations_hold(out)).any(axis=1)
+        broken |= (self._constraints_hold(ref) & ~self._constraints_hold(out)).any(axis=1)
+        out[broken] = ref[broken]  # the last resort: the clean row satisfies what it satisfied
+        return out
+
+    def _fix_linear(self, out: np.ndarray, relaxed: np.ndarray, x_ref: np.ndarray, cast: Any) -> np.ndarray:
         required = self._relations_hold(cast(x_ref))
         broken = required & ~self._relations_hold(out)
         mask = np.zeros_like(out, dtype=bool)
@@ -297,6 +403,9 @@ class TabularDomain:
                 required = self._relations_hold(np.clip(x_ref.detach().cpu().double().numpy(), pre.lower_, pre.upper_))
                 holds = holds | ~required
             ok &= holds.all(axis=1)
+        if x_ref is not None and self.constraints is not None:
+            ref = np.clip(x_ref.detach().cpu().double().numpy(), pre.lower_, pre.upper_)
+            ok &= (self._constraints_hold(clipped) | ~self._constraints_hold(ref)).all(axis=1)
         return torch.as_tensor(ok, device=x.device)
 
     def check(self, x: Tensor, what: str = "x") -> None:
@@ -313,19 +422,52 @@ class TabularDomain:
         """The raw records these model-space rows stand for (``inverse_transform``)."""
         return self.preprocessor.inverse_transform(x.detach().cpu().double().numpy())
 
+    def textual_records(self, x: Tensor) -> pd.DataFrame:
+        """``raw_records`` with every decimal-grid feature at the shortest decimal (up to its grid's) that
+        maps back to the same model-space value in x's dtype: a 9-decimal grid finer than float32 is
+        written as 0.96, not 0.959999979, and the record still stands for exactly the row attacked."""
+        records = self.raw_records(x)
+        if self.constraints is None:
+            return records
+        pre = self.preprocessor
+        z = x.detach().cpu()
+        for name, grid in self.constraints.grids.items():
+            feature = pre.schema_.feature(name)
+            col = pre.feature_slices_[name].start
+            target = z[:, col].numpy()
+            raw = records[name].to_numpy(dtype=np.float64)
+            out = np.round(raw, grid.decimals)
+            found = np.zeros(len(raw), dtype=bool)
+            for k in range(grid.decimals + 1):
+                candidate = np.round(raw, k)
+                image = torch.as_tensor(pre._to_model(feature, candidate), dtype=z.dtype).numpy()
+                hit = ~found & (image == target)
+                out[hit] = candidate[hit]
+                found |= hit
+            records[name] = out
+        return records
+
     # ---- serialisation
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "tabular", "preprocessor": self.preprocessor.to_dict()}
+        d: dict[str, Any] = {"kind": "tabular", "preprocessor": self.preprocessor.to_dict()}
+        if self.constraints is not None:
+            d["constraints"] = self.constraints.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TabularDomain:
         if d.get("kind") != "tabular":
             raise InputValidationError(f"not a tabular domain: kind {d.get('kind')!r}")
-        return cls(TabularPreprocessor.from_dict(d["preprocessor"]))
+        constraints = d.get("constraints")
+        return cls(
+            TabularPreprocessor.from_dict(d["preprocessor"]),
+            None if constraints is None else ConstraintSet.from_dict(constraints, source="model.json constraints"),
+        )
 
     def __repr__(self) -> str:
         return (
             f"TabularDomain({self.preprocessor.schema.name!r}, D={self.n_features}, "
-            f"immutable={int(self.immutable.sum())}, groups={len(self.groups)}, relations={len(self.relations)})"
+            f"immutable={int(self.immutable.sum())}, groups={len(self.groups)}, relations={len(self.relations)}, "
+            f"rules={len(self.rules)}, grids={len(self.decimal_grids)})"
         )

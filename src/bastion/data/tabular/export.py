@@ -5,7 +5,9 @@ with the source's header for ARFF input, CSV with the source's header row otherw
 extra columns (NSL-KDD attack name and difficulty) and every column the schema does not model are
 copied from the original row. A sidecar ``FILE.lines.csv`` maps each written row to the line of the
 original row in the source file, with the attack, budget and whether the row evaded the model. Both
-files are written atomically.
+files are written atomically. ``formats`` writes a feature as the data file does (NSL-KDD's rates as
+``0.50``, from the constraint set's decimal grids), so no float32 echo like ``0.8500000238418579``
+reaches the file.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +66,7 @@ def write_records(
     header: bool,
     sidecar: dict[str, Sequence[Any]] | None = None,
     encoding: str = "utf-8",
+    formats: Mapping[str, Callable[[Any], str]] | None = None,
 ) -> Path:
     """Write ``records`` (raw features, row-aligned with ``table``) in ``table.source``'s format.
 
@@ -72,6 +75,7 @@ def write_records(
         table: the original rows (label text, extras, line numbers, source file).
         header: whether the source file has a header row (its order is then copied).
         sidecar: extra columns for ``FILE.lines.csv`` beside ``line`` (e.g. attack, eps, evaded).
+        formats: feature -> text of a value, for features the file writes in a fixed style.
     """
     path = Path(path)
     if len(records) != len(table):
@@ -100,8 +104,9 @@ def write_records(
     writer = csv.writer(buf, lineterminator="\n")
     if header and not arff:
         writer.writerow(order)
+    style = {c: (formats or {}).get(c, _text) for c in order}
     for i in range(len(table)):
-        writer.writerow([_text(columns[c][i]) for c in order])
+        writer.writerow([style[c](columns[c][i]) for c in order])
     atomic_write_text(path, buf.getvalue())
     side = io.StringIO()
     side_writer = csv.writer(side, lineterminator="\n")

@@ -25,7 +25,9 @@ from bastion.data.catalog import DATASETS, open_source
 from bastion.data.source import DataSource, OptionParsers, one_of
 from bastion.data.spec import Dataset, DatasetSpec, Split
 from bastion.data.splits import POOL_FRACTIONS, VAL_FRACTION, index_digest, stratified_split, validation_split
+from bastion.data.tabular.constraints import ConstraintSet, accepted_rules, shipped_constraints
 from bastion.data.tabular.domain import TabularDomain
+from bastion.data.tabular.mining import mine
 from bastion.data.tabular.preprocess import TabularPreprocessor
 from bastion.data.tabular.table import TabularTable
 from bastion.errors import ConfigError, DataNotFoundError
@@ -130,7 +132,7 @@ class TabularSource:
             info = {"method": "stratified", "fractions": list(POOL_FRACTIONS), "index_digest": index_digest(tr, va, te)}
         pre = TabularPreprocessor(tables["train"].schema).fit(tables["train"])
         dataset = Dataset(
-            _spec(source.text, pre),
+            _spec(source.text, pre, training_constraints(tables["train"], pre)),
             _split(tables["train"], pre),
             _split(tables["val"], pre),
             _split(tables["test"], pre),
@@ -151,7 +153,7 @@ class TabularSource:
         test = _split(table, pre)
         none = Split(test.x[:0], test.y[:0])
         info = {"method": "every row of the file, through the model's own preprocessing", "file": str(file)}
-        dataset = Dataset(_spec(source.text, pre), none, none, test, seed, info)
+        dataset = Dataset(_spec(source.text, pre, shipped_constraints(pre.schema_)), none, none, test, seed, info)
         return TabularData(dataset, pre, {"train": empty, "val": empty, "test": table}, self.name, options)
 
 
@@ -218,7 +220,31 @@ def load_tabular(
     return entry.load(source, seed, preprocessor)
 
 
-def _spec(text: str, pre: TabularPreprocessor) -> DatasetSpec:
+#: Fewest training rows where a mined rule's ``if`` holds for the rule to be accepted as a hard constraint.
+MINED_SUPPORT = 30
+
+
+def training_constraints(train: TabularTable, pre: TabularPreprocessor) -> ConstraintSet | None:
+    """The shipped constraint set with every rule no training row breaks (support >= MINED_SUPPORT) and the
+    training data's decimal grids accepted: what the attacks respect and the saved model carries."""
+    schema = pre.schema_
+    shipped = shipped_constraints(schema)
+    if len(train) == 0:
+        return shipped
+    mined = accepted_rules(mine(train.features, schema, min_support=MINED_SUPPORT), schema.name)
+    if shipped is None:
+        return mined
+    # The shipped grid styles (fixed decimals) win over the mined ones (shortest).
+    return ConstraintSet(
+        shipped.dataset,
+        shipped.merged(mined).rules,
+        {**mined.grids, **shipped.grids},
+        shipped.relations,
+        shipped.description,
+    )
+
+
+def _spec(text: str, pre: TabularPreprocessor, constraints: ConstraintSet | None) -> DatasetSpec:
     schema = pre.schema_
     return DatasetSpec(
         name=schema.name,
@@ -226,7 +252,7 @@ def _spec(text: str, pre: TabularPreprocessor) -> DatasetSpec:
         modality="tabular",
         classes=tuple(schema.classes),
         input_shape=(int(pre.n_features_out_),),
-        domain=TabularDomain(pre),
+        domain=TabularDomain(pre, constraints),
         benign=schema.benign,
         feature_names=tuple(pre.columns_),
     )

@@ -27,6 +27,7 @@ from typing import Any, Literal, Self, TypeAlias
 import numpy as np
 import pandas as pd
 
+from bastion.data.tabular.constraints import ConstraintSet
 from bastion.data.tabular.schema import OTHER, Feature, FeatureKind, TabularSchema
 from bastion.data.tabular.table import TabularTable
 from bastion.errors import ConfigError, DataFormatError, InputValidationError, NotFittedError
@@ -108,6 +109,7 @@ def _checks(
     *,
     reference: pd.DataFrame | None,
     relations: bool,
+    constraints: ConstraintSet | None = None,
 ) -> Iterator[Check]:
     """(where, (N,) bool violated mask, reason for row i) for every rule a raw record must satisfy."""
     missing = [n for n in schema.names if n not in df.columns]
@@ -160,6 +162,16 @@ def _checks(
             )
     if reference is not None:
         yield from _immutable_checks(df, schema, reference)
+    if constraints is not None:
+        for what, violated in constraints.violations(df, reference):
+            yield what, violated, _constraint_reason(what, reference is not None)
+
+
+def _constraint_reason(what: str, relative: bool) -> Callable[[int], str]:
+    def describe(i: int) -> str:
+        return "broken (it held on the clean row)" if relative else "broken"
+
+    return describe
 
 
 def _immutable_checks(df: pd.DataFrame, schema: TabularSchema, reference: pd.DataFrame) -> Iterator[Check]:
@@ -183,16 +195,23 @@ def _immutable_checks(df: pd.DataFrame, schema: TabularSchema, reference: pd.Dat
 
 
 def validate_raw(
-    df: pd.DataFrame, schema: TabularSchema, *, reference: pd.DataFrame | None = None, relations: bool = True
+    df: pd.DataFrame,
+    schema: TabularSchema,
+    *,
+    reference: pd.DataFrame | None = None,
+    relations: bool = True,
+    constraints: ConstraintSet | None = None,
 ) -> np.ndarray:
     """(N,) bool: which raw records satisfy the schema, independently of any preprocessing.
 
     Checks types (finite numbers, integers, 0/1, allowed discrete values, known categories unless the
     feature is open), bounds, one-hot groups, the linear relations (unless ``relations=False``) and, given
-    ``reference`` (row-aligned original records), that immutable features are unchanged.
+    ``reference`` (row-aligned original records), that immutable features are unchanged. With
+    ``constraints``, every rule, decimal grid and relation of the set too (with ``reference``: each one the
+    clean row satisfies).
     """
     ok = np.ones(len(df), dtype=bool)
-    for _, violated, _ in _checks(df, schema, reference=reference, relations=relations):
+    for _, violated, _ in _checks(df, schema, reference=reference, relations=relations, constraints=constraints):
         ok &= ~violated
     return ok
 
@@ -204,10 +223,13 @@ def raw_violations(
     reference: pd.DataFrame | None = None,
     relations: bool = True,
     limit: int | None = None,
+    constraints: ConstraintSet | None = None,
 ) -> list[tuple[int, str]]:
     """(row position, "column 'x': reason" / "relation 'r': ...") for each violation, in row order."""
     found: list[tuple[int, str]] = []
-    for where, violated, reason in _checks(df, schema, reference=reference, relations=relations):
+    for where, violated, reason in _checks(
+        df, schema, reference=reference, relations=relations, constraints=constraints
+    ):
         found.extend((int(i), f"{where}: {reason(int(i))}") for i in np.flatnonzero(violated))
     found.sort(key=lambda item: item[0])
     return found if limit is None else found[:limit]

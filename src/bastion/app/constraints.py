@@ -1,0 +1,81 @@
+"""``python -m bastion.app.constraints``: list the rules a training file never breaks, and audit written records.
+
+    python -m bastion.app.constraints mine nsl-kdd:KDDTrain+_20Percent.txt --min-support 30 --out rules.yaml
+    python -m bastion.app.constraints audit nsl-kdd:KDDTrain+_20Percent.txt adv.txt --original KDDTest+.txt
+
+``mine`` prints the candidate hard constraints (support, confidence) and the decimal grids, and with
+``--out`` writes them as a constraint file (bastion-constraints/1) to review and accept. ``audit`` re-reads
+records written by ``bastion evaluate --save-adversarial`` and their original rows (by the line sidecar)
+and counts, with rules mined from the training file by :mod:`bastion.data.tabular.mining` alone, the
+records that break a rule their clean row kept and the values off the data's grid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bastion.data.catalog import open_source
+from bastion.data.tabular.loading import TabularSource, tabular_source
+from bastion.data.tabular.mining import audit, mine, rules_table
+from bastion.data.tabular.table import TabularTable
+from bastion.io import atomic_write_text
+
+
+def _read(spec: str) -> tuple[TabularTable, TabularSource, dict[str, Any]]:
+    """The SPEC's (training) file, its dataset entry and typed options."""
+    source = open_source(spec)
+    entry = tabular_source(source.name)
+    options = entry.typed_options(source)
+    path = source.location()
+    if path.is_dir():
+        path = entry.files(path, options)[0]
+    return entry.read_file(path, options), entry, options
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("mine", help="rules no training row breaks, and the decimal grids")
+    m.add_argument("data", help="a tabular SPEC, e.g. nsl-kdd:KDDTrain+_20Percent.txt (its training file)")
+    m.add_argument("--min-support", type=int, default=30)
+    m.add_argument("--show", type=int, default=30, help="rules to print")
+    m.add_argument("--out", type=Path, help="write the candidates as a constraint file")
+    a = sub.add_parser("audit", help="written records vs rules mined from the training file")
+    a.add_argument("data", help="the training SPEC the rules are mined from")
+    a.add_argument("records", type=Path, help="a file written by --save-adversarial")
+    a.add_argument("--original", type=Path, required=True, help="the file the records were crafted from")
+    a.add_argument("--min-support", type=int, default=30)
+    args = parser.parse_args(argv)
+
+    train, entry, options = _read(args.data)
+    mined = mine(train.features, train.schema, min_support=args.min_support)
+    if args.command == "mine":
+        hard = mined.hard()
+        print(f"{len(hard)} rules hold on all {mined.n_rows} training rows (support >= {args.min_support}):")
+        for name, support, confidence in rules_table(hard, args.show):
+            print(f"  {name:60s} support {support:6d}  confidence {confidence:.3f}")
+        print("decimal grids:", json.dumps(dict(mined.decimals)))
+        if args.out:
+            d = mined.to_constraint_dict(train.schema.name)
+            atomic_write_text(args.out, yaml.safe_dump(d, sort_keys=False, width=110))
+            print(f"wrote {args.out}: review, then accept the rules you trust")
+        return 0
+    written = entry.read_file(args.records, options)
+    original = entry.read_file(args.original, options)
+    with open(str(args.records) + ".lines.csv", newline="") as fh:
+        lines = [int(row["line"]) for row in csv.DictReader(fh)]
+    position = {int(ln): i for i, ln in enumerate(original.line_numbers.tolist())}
+    originals = original.features.iloc[[position[ln] for ln in lines]]
+    print(json.dumps(audit(written.features, originals, mined), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
