@@ -512,20 +512,20 @@ def bench_dataset(
         )
         print(lines[-1], flush=True)
 
+    described = {
+        "split": ds.describe(),
+        "n_features": ds.spec.input_shape[0],
+        "n_evaluated": len(test),
+        "evaluated": "every test row" if rows is None else f"label-stratified random sample (seed {args.seed})",
+        "domain": repr(ds.spec.domain),
+    }
     for method in args.methods:
         model, record = train(dname, method, data, train_eps, norm, epochs, args.seed, args.beta)
         trained[method], records[method] = model, record
         run(method, model, record, base_attacks)
     if args.core:
         results.setdefault("goal_check", {})[dname] = goal_check(results, dname, budgets)
-        results.setdefault("datasets", {})[dname] = {
-            "split": ds.describe(),
-            "n_features": ds.spec.input_shape[0],
-            "n_evaluated": len(test),
-            "evaluated": "every test row" if rows is None else f"label-stratified random sample (seed {args.seed})",
-            "domain": repr(ds.spec.domain),
-            "mined_rules": len(mined.hard()),
-        }
+        results.setdefault("datasets", {})[dname] = {**described, "mined_rules": len(mined.hard())}
         return
     teacher, t_record = train(dname, "distillation-teacher", data, 0.0, norm, epochs, args.seed)
     # the teacher is Standard(temperature=T): build_method gives it through MethodConfig's default T = 20
@@ -577,13 +577,7 @@ def bench_dataset(
         results["nsl_kdd_studies"] = nsl_kdd_studies(
             data, {m: trained[m] for m in UNCONSTRAINED}, max(budgets), 500, args.seed
         )
-    results.setdefault("datasets", {})[dname] = {
-        "split": ds.describe(),
-        "n_features": ds.spec.input_shape[0],
-        "n_evaluated": len(test),
-        "evaluated": "every test row" if rows is None else f"label-stratified random sample (seed {args.seed})",
-        "domain": repr(ds.spec.domain),
-    }
+    results.setdefault("datasets", {})[dname] = described
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,8 +7,9 @@ model attacked by the same suite with its sanity checks; one run folder holds al
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bastion._typing import Norm
 from bastion.app.config import DemoConfig, TrainConfig
@@ -29,6 +30,7 @@ QUICK_DEMO = {"epochs": 8, "suite": "quick", "n_examples": 200}
 QUICK_DEFENSE = {"adaptive_steps": 10}
 ROBUST = "progressive-trades"
 DEFENDED = "+defense"
+R = TypeVar("R")
 #: The demo's evaluation batch: the whole digits test split (360) in one.
 EVAL_BATCH = 512
 
@@ -87,6 +89,22 @@ def evaluate_part(cfg: DemoConfig, name: str, out: Path, hooks: Hooks | None = N
     return plan.defense(defended, test, adaptive=cfg.defense.adaptive, adaptive_steps=cfg.defense.adaptive_steps)
 
 
+def run_demo_parts(
+    cfg: DemoConfig, out: Path, hooks: Hooks, part: Callable[..., R], names: list[str], what: str
+) -> list[R]:
+    """``part(cfg, name, out, hooks)`` for each name, in worker processes when there are several workers
+    (which get no hooks: progress is reported here, as each part ends)."""
+    workers = worker_count(cfg.workers, resolve_device(cfg.device), len(names))
+    hooks.stage(f"{what}: {', '.join(names)} ({workers} worker process(es))")
+    started = time.perf_counter()
+    return run_parts(
+        part,
+        [(cfg, name, out, hooks if workers == 1 else None) for name in names],
+        workers,
+        on_done=lambda i, _: hooks.stage(f"done: {names[i]} ({time.perf_counter() - started:.0f} s)"),
+    )
+
+
 def run_demo(cfg: DemoConfig, out: Path, *, quick: bool = False, hooks: Hooks | None = None) -> dict[str, Any]:
     """The main job: standard vs progressive TRADES, the runtime defense, and an honest evaluation.
 
@@ -110,30 +128,13 @@ def run_demo(cfg: DemoConfig, out: Path, *, quick: bool = False, hooks: Hooks | 
         threat=threat_record("linf", cfg.eps, cfg.suite, build_suite(cfg.suite)),
     )
     names = list(demo_train_configs(cfg))
-    workers = worker_count(cfg.workers, device, len(names))
-    part_hooks = hooks if workers == 1 else None
-    hooks.stage(f"training {', '.join(names)} ({cfg.epochs} epochs; {workers} worker process(es))")
-    started = time.perf_counter()
-    records = run_parts(
-        train_part,
-        [(cfg, name, out, part_hooks) for name in reversed(names)],  # the robust model takes longest: first
-        workers,
-        on_done=lambda i, _: hooks.stage(f"trained {names[-1 - i]} ({time.perf_counter() - started:.0f} s)"),
-    )[::-1]
+    # The robust model takes longest: it goes first.
+    records = run_demo_parts(cfg, out, hooks, train_part, names[::-1], f"training ({cfg.epochs} epochs)")[::-1]
     robust = load_model(out / "models" / ROBUST, device=device)
     defended = build_defense(robust, cfg.defense, data.train.to(device), data.val.to(device), domain=data.spec.domain)
     save_defense(defended, out / "defenses" / ROBUST)
     evaluated = [ROBUST + DEFENDED, ROBUST, "standard"]  # longest first
-    workers = worker_count(cfg.workers, device, len(evaluated))
-    part_hooks = hooks if workers == 1 else None
-    hooks.stage(f"evaluating {', '.join(evaluated)} on {len(test)} test examples ({workers} worker process(es))")
-    started = time.perf_counter()
-    evaluations = run_parts(
-        evaluate_part,
-        [(cfg, name, out, part_hooks) for name in evaluated],
-        workers,
-        on_done=lambda i, _: hooks.stage(f"evaluated {evaluated[i]} ({time.perf_counter() - started:.0f} s)"),
-    )
+    evaluations = run_demo_parts(cfg, out, hooks, evaluate_part, evaluated, f"evaluating on {len(test)} test examples")
     by_name = dict(zip(evaluated, evaluations, strict=True))
     training = dict(zip(names, records, strict=True))
     for name in names:
