@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 TORCH  := torch==2.13.0
 OUT    ?= runs/demo
 
-.PHONY: demo demo-quick test lint typecheck bench clean
+.PHONY: demo demo-quick test extras lint typecheck bench clean
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: $(VENV)/.installed
 
 demo-quick: $(VENV)/.installed
 	$(VENV)/bin/bastion demo --quick --out $(OUT)-quick
+
+# The optional extras: `bastion serve` (serve) and `bastion export --onnx` (onnx).
+extras: $(VENV)/.installed
+	$(PIP) install --quiet -e '.[serve,onnx]'
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest -n 2 -q

@@ -431,6 +431,7 @@ def serve(
         except ImportError as exc:
             raise ConfigError(
                 f"bastion serve needs the serve extra ({exc.name} is missing): pip install 'bastion[serve]'"
+                " (from a checkout: make extras)"
             ) from None
         from bastion.service.app import check_port
 

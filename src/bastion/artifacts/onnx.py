@@ -29,7 +29,9 @@ def _require() -> Any:
     try:
         import onnxruntime
     except ImportError:
-        raise ConfigError("ONNX export needs onnx and onnxruntime: pip install 'bastion[onnx]'") from None
+        raise ConfigError(
+            "ONNX export needs onnx and onnxruntime: pip install 'bastion[onnx]' (from a checkout: make extras)"
+        ) from None
     return onnxruntime
 
 
