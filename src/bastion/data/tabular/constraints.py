@@ -498,7 +498,7 @@ def _feature(schema: TabularSchema, name: str, where: str) -> Any:
 SHIPPED = {
     "nsl-kdd": "nsl-kdd.yaml",
     "uci-phishing": "phishing.yaml",
-    "clamp": "clamp.yaml",
+    "clamp": "pe-malware.yaml",
     "unsw-nb15": "unsw-nb15.yaml",
     "cic-ids2017": "cic-ids2017.yaml",
 }
