@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -12,7 +13,14 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -53,28 +61,118 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (create
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")]
 
 
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors (the exit code tells).")]
+JsonOpt = Annotated[
+    bool,
+    typer.Option("--json", help="Print the results as one JSON document on stdout; logs and progress go to stderr."),
+]
+
+#: Without a terminal, a progress line at least this often (seconds) while a loop runs.
+PLAIN_INTERVAL_S = 10.0
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s``, ``1 h 02 min``: an ETA a person reads at a glance."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+class PlainProgress:
+    """Progress as plain lines with elapsed time and ETA, for a log file or CI where a bar cannot draw.
+
+    A line at the end of every epoch and attack x eps cell group, and in between at most every
+    ``interval`` seconds, so a 35-minute evaluation is never silent. ``clock`` is injectable for tests.
+    """
+
+    def __init__(
+        self,
+        write: Callable[[str], None],
+        interval: float = PLAIN_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.write, self.interval, self.clock = write, interval, clock
+        self.epochs: int | None = None  # the training's total epochs, from its schedule
+        self.reset()
+
+    def reset(self) -> None:
+        """A new loop starts (a stage, a model, a training): time and rate are measured from here."""
+        self.started = self.last_line = self.clock()
+        self.first_epoch: int | None = None
+        self.last_cell = 0
+
+    def _due(self, final: bool) -> bool:
+        now = self.clock()
+        if final or now - self.last_line >= self.interval:
+            self.last_line = now
+            return True
+        return False
+
+    def _eta(self, fraction: float) -> str:
+        elapsed = self.clock() - self.started
+        if fraction <= 0:
+            return f"{_duration(elapsed)} elapsed"
+        if fraction >= 1:
+            return f"done in {_duration(elapsed)}"
+        return f"{_duration(elapsed)} elapsed, ETA {_duration(elapsed * (1 - fraction) / fraction)}"
+
+    def schedule(self, rows: list[dict[str, Any]]) -> None:
+        """The training's total epochs: the last stage's range ("11-20") ends there."""
+        self.epochs = int(str(rows[-1]["epochs"]).rsplit("-", 1)[-1]) if rows else None
+        self.reset()
+
+    def batch(self, epoch: int, done: int, total: int) -> None:
+        if self.first_epoch is None:
+            self.first_epoch = epoch
+        end = done == total
+        if not self._due(end):
+            return
+        where = f"epoch {epoch + 1}" + (f"/{self.epochs}" if self.epochs else "")
+        if self.epochs:
+            todo = self.epochs - self.first_epoch
+            fraction = (epoch - self.first_epoch + done / max(total, 1)) / max(todo, 1)
+        else:
+            fraction = done / max(total, 1)  # the epoch's own ETA when the schedule is unknown
+        self.write(f"  training {where}: {done}/{total} batches, {self._eta(fraction)}")
+
+    def cell(self, done: int, total: int) -> None:
+        if done < self.last_cell:  # the next model's grid starts without a stage line
+            self.started = self.last_line
+        self.last_cell = done
+        if self._due(done == total):
+            self.write(f"  attack x eps: {done}/{total} cells, {self._eta(done / max(total, 1))}")
+
+
 @contextmanager
-def _progress() -> Iterator[Any]:
-    """A rich progress display; hooks for the library's callbacks."""
+def _progress(quiet: bool = False) -> Iterator[Any]:
+    """Hooks for the library's callbacks: a rich bar with ETA on a terminal, plain lines otherwise,
+    nothing with ``quiet``."""
     from bastion.app.runtime import Hooks
 
+    if quiet:
+        yield Hooks()
+        return
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
         console=err_console,
         transient=True,
         disable=not err_console.is_terminal,
     )
     tasks: dict[str, Any] = {}
-
-    live = err_console.is_terminal  # else (a log file, CI): one plain line per epoch and per cell, no bar
+    live = err_console.is_terminal  # else (a log file, CI): plain lines with ETA, see PlainProgress
+    plain = PlainProgress(lambda line: err_console.print(line, soft_wrap=True))
 
     def on_batch(epoch: int, done: int, total: int) -> None:
         if not live:
-            if done == total:
-                err_console.print(f"  training epoch {epoch + 1}: {total} batches done")
+            plain.batch(epoch, done, total)
             return
         key = "train"
         if key not in tasks:
@@ -83,7 +181,7 @@ def _progress() -> Iterator[Any]:
 
     def on_cell(done: int, total: int) -> None:
         if not live:
-            err_console.print(f"  attack x eps: {done}/{total} cells done")
+            plain.cell(done, total)
             return
         key = "attack"
         if key not in tasks:
@@ -94,9 +192,11 @@ def _progress() -> Iterator[Any]:
         for task in tasks.values():
             progress.remove_task(task)
         tasks.clear()
-        err_console.print(Text.assemble((">", "bold"), " ", text))
+        plain.reset()
+        err_console.print(Text.assemble((">", "bold"), " ", text), soft_wrap=True)
 
     def on_schedule(method: str, rows: list[dict[str, Any]]) -> None:
+        plain.schedule(rows)
         _print_schedule(method, rows)
 
     with progress:
@@ -114,12 +214,17 @@ def _print_schedule(method: str, rows: list[dict[str, Any]]) -> None:
     err_console.print(table)
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+def _setup_logging(verbose: bool, quiet: bool = False) -> None:
+    """Log records go to stderr: warnings by default, progress details with --verbose, errors only with --quiet."""
+    level = logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    logging.getLogger().setLevel(level)  # basicConfig is a no-op once configured (a second command in-process)
+
+
+def _print_json(document: dict[str, Any]) -> None:
+    """One JSON document on stdout, never wrapped or styled (rich would fold long lines)."""
+    sys.stdout.write(json.dumps(document, indent=2, allow_nan=False) + "\n")
+    sys.stdout.flush()
 
 
 def _print_results(results: dict[str, Any], out: Path, started: float) -> None:
@@ -170,19 +275,28 @@ def _run(job: Any) -> None:
         raise typer.Exit(2) from None
 
 
-def _run_with_progress(verbose: bool, out: Path, job: Callable[[Any], dict[str, Any]]) -> None:
-    """What train, evaluate and demo share: logging, progress hooks, exit 2 on a clear error, the result table.
+def _run_with_progress(
+    verbose: bool, out: Path, job: Callable[[Any], dict[str, Any]], *, quiet: bool = False, as_json: bool = False
+) -> None:
+    """What train, evaluate and demo share: logging, progress hooks, exit 2 on a clear error, the results.
 
-    ``job(hooks)`` builds its config and runs; its results are printed unless it has no models (under
+    ``job(hooks)`` builds its config and runs; its results are printed (a table, or with ``as_json`` the
+    document of :func:`bastion.app.runtime.results_document`) unless ``quiet`` or it has no models (under
     torchrun only rank 0 has results to show).
     """
-    _setup_logging(verbose)
+    from bastion.app.runtime import results_document
+
+    _setup_logging(verbose, quiet)
     started = time.perf_counter()
 
     def run() -> None:
-        with _progress() as hooks:
+        with _progress(quiet) as hooks:
             results = job(hooks)
-        if results["models"]:
+        if not results["models"]:
+            return
+        if as_json:
+            _print_json(results_document(results, out))
+        elif not quiet:
             _print_results(results, out, started)
 
     _run(run)
@@ -218,6 +332,8 @@ def train(
     seed: SeedOpt = None,
     device: DeviceOpt = None,
     verbose: VerboseOpt = False,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from OUT/checkpoint/last.safetensors (same options).")
     ] = False,
@@ -238,7 +354,7 @@ def train(
         )
         return run_train(cfg, out, hooks, resume=resume, force=force)
 
-    _run_with_progress(verbose, out, job)
+    _run_with_progress(verbose, out, job, quiet=quiet, as_json=as_json)
 
 
 @app.command()
@@ -264,6 +380,8 @@ def evaluate(
     seed: SeedOpt = None,
     device: DeviceOpt = None,
     verbose: VerboseOpt = False,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Evaluate saved models (and their saved runtime defenses) under an attack suite."""
     from bastion.app.config import EvalConfig
@@ -284,7 +402,7 @@ def evaluate(
         )
         return run_evaluate(path, cfg, out, hooks)
 
-    _run_with_progress(verbose, out, job)
+    _run_with_progress(verbose, out, job, quiet=quiet, as_json=as_json)
 
 
 @app.command()
@@ -295,6 +413,8 @@ def demo(
     seed: SeedOpt = None,
     device: DeviceOpt = None,
     verbose: VerboseOpt = False,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """The dual-phase defense end to end on digits: train, defend, attack, report."""
     from bastion.app.config import DemoConfig
@@ -304,7 +424,7 @@ def demo(
         cfg = DemoConfig.from_yaml(config, seed=seed, device=device)
         return run_demo(cfg, out, quick=quick, hooks=hooks)
 
-    _run_with_progress(verbose, out, job)
+    _run_with_progress(verbose, out, job, quiet=quiet, as_json=as_json)
 
 
 @app.command()
@@ -316,16 +436,24 @@ def experiment(
         bool, typer.Option("--force", help="OUT holds another config: redo the runs whose settings changed.")
     ] = False,
     verbose: VerboseOpt = False,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Methods x datasets x seeds, one folder per run (rerun to resume), then statistics across seeds."""
     from bastion.app.experiment import ExperimentConfig, run_experiment
 
-    _setup_logging(verbose)
+    _setup_logging(verbose, quiet)
     started = time.perf_counter()
 
     def job() -> None:
         cfg = ExperimentConfig.from_yaml(config)
-        comparison = run_experiment(cfg, out, n_jobs=jobs, force=force)
+        with _progress(quiet) as hooks:
+            comparison = run_experiment(cfg, out, n_jobs=jobs, force=force, hooks=hooks)
+        if as_json:
+            _print_json({"comparison": str(out / "comparison.json"), **comparison})
+            return
+        if quiet:
+            return
         for dataset, block in comparison["datasets"].items():
             for metric, m in block["metrics"].items():
                 for row in m["comparisons"]:

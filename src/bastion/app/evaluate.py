@@ -63,6 +63,7 @@ def run_evaluate(path: Path, cfg: EvalConfig, out: Path, hooks: Hooks | None = N
         checks_examples=cfg.checks_examples,
         batch_size=cfg.batch_size,
         on_cell=hooks.on_cell,
+        on_stage=hooks.stage,
     )
     results = new_results(
         command="evaluate",
