@@ -84,8 +84,8 @@ def _duration(seconds: float) -> str:
 class PlainProgress:
     """Progress as plain lines with elapsed time and ETA, for a log file or CI where a bar cannot draw.
 
-    A line at the end of every epoch and attack x eps cell group, and in between at most every
-    ``interval`` seconds, so a 35-minute evaluation is never silent. ``clock`` is injectable for tests.
+    A line after every attack x eps cell, at the end of every epoch and within an epoch every ``interval``
+    seconds, so a 35-minute evaluation is never silent. ``clock`` is injectable for tests.
     """
 
     def __init__(
@@ -142,7 +142,7 @@ class PlainProgress:
         if done < self.last_cell:  # the next model's grid starts without a stage line
             self.started = self.last_line
         self.last_cell = done
-        if self._due(done == total):
+        if self._due(True):  # every cell: one attack at one eps, the unit a reader follows
             self.write(f"  attack x eps: {done}/{total} cells, {self._eta(done / max(total, 1))}")
 
 
