@@ -359,7 +359,14 @@ def train(
 
 @app.command()
 def evaluate(
-    path: Annotated[Path, typer.Argument(help="A run folder (every model in it) or one model folder.")],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="A run folder (every model in it), one model folder, or module:PACKAGE.MODULE:FACTORY: your own "
+            "nn.Module (the factory is imported and called; inputs in the data's [0, 1] domain, normalisation "
+            "inside the model; needs --data)."
+        ),
+    ],
     data: Annotated[str | None, typer.Option("--data", help=DATA_HELP + "; default: the model's own data.")] = None,
     suite: Annotated[str | None, typer.Option("--suite", help=SUITE_HELP)] = None,
     eps: Annotated[list[float] | None, typer.Option("--eps", help="Budget; repeat for several.")] = None,
