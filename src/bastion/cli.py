@@ -474,22 +474,58 @@ def experiment(
 @app.command("export")
 def export_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A run folder (or one model folder) to deploy.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Bundle folder to write (must not exist).")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Bundle folder to write (must not exist); with --format robustbench a folder (NAME.json inside) "
+            "or a .json file.",
+        ),
+    ],
     model: Annotated[
         str | None, typer.Option("--model", help="Model of the run; default: the one with a saved defense.")
     ] = None,
     onnx: Annotated[bool, typer.Option("--onnx", help="Add ONNX graphs, checked with onnxruntime.")] = False,
+    format_: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="bundle (deployable folder) or robustbench (a RobustBench-style model card JSON from the run's "
+            "AA-grade results; RUN may be an `evaluate --out` folder).",
+        ),
+    ] = "bundle",
+    eps: Annotated[
+        float | None, typer.Option("--eps", help="--format robustbench: the budget the card states (if several).")
+    ] = None,
     force: Annotated[
-        bool, typer.Option("--force", help="Replace a previous bundle at --out (never any other file or folder).")
+        bool, typer.Option("--force", help="Replace a previous bundle (or card) at --out, never anything else.")
     ] = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Write a deployable bundle: weights, manifest (data, defense, provenance, robustness), SHA256SUMS."""
-    from bastion.artifacts.bundle import export_bundle, read_manifest
-
+    """Write a deployable bundle (weights, manifest, SHA256SUMS) or a RobustBench-style model card."""
     _setup_logging(verbose)
 
     def job() -> None:
+        if format_ == "robustbench":
+            from bastion.artifacts.robustbench import export_model_card
+
+            if onnx:
+                raise ConfigError("--onnx adds graphs to a bundle; drop it with --format robustbench")
+            path = export_model_card(run_dir, out, model=model, eps=eps, overwrite=force)
+            card = json.loads(path.read_text())
+            console.print(
+                f"model card {path}: {card['name']} on {card['dataset']} ({card['threat_model']}, eps {card['eps']}): "
+                f"clean {card['clean_acc']}%, AA-grade {card['autoattack_acc']}% on {card['n_examples']} examples",
+                soft_wrap=True,
+            )
+            return
+        if format_ != "bundle":
+            raise ConfigError(f"unknown --format {format_!r}; choose bundle or robustbench")
+        if eps is not None:
+            raise ConfigError("--eps chooses the budget of a RobustBench card; use it with --format robustbench")
+        from bastion.artifacts.bundle import export_bundle, read_manifest
+
         path, digest = export_bundle(run_dir, out, model=model, onnx=onnx, overwrite=force)
         manifest = read_manifest(path)
         defense = "with its runtime defense" if manifest["defense"] else "without a runtime defense"
