@@ -67,6 +67,15 @@ JsonOpt = Annotated[
     typer.Option("--json", help="Print the results as one JSON document on stdout; logs and progress go to stderr."),
 ]
 
+LogToOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--log-to",
+        help="Track the run: tensorboard:DIR or mlflow:URI (repeatable; needs the track extra: "
+        "pip install 'bastion[track]').",
+    ),
+]
+
 #: Without a terminal, a progress line at least this often (seconds) while a loop runs.
 PLAIN_INTERVAL_S = 10.0
 
@@ -332,6 +341,7 @@ def train(
     seed: SeedOpt = None,
     device: DeviceOpt = None,
     verbose: VerboseOpt = False,
+    log_to: LogToOpt = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
     resume: Annotated[
@@ -349,10 +359,13 @@ def train(
     from bastion.app.train import run_train
 
     def job(hooks: Any) -> dict[str, Any]:
+        from bastion.app.tracking import tracking_run
+
         cfg = TrainConfig.from_yaml(
             config, data=data, model=model, method=method, epochs=epochs, eps=eps, seed=seed, device=device
         )
-        return run_train(cfg, out, hooks, resume=resume, force=force)
+        with tracking_run(log_to or [], experiment="bastion", run_name=out.resolve().name) as tracking:
+            return run_train(cfg, out, hooks, resume=resume, force=force, tracking=tracking)
 
     _run_with_progress(verbose, out, job, quiet=quiet, as_json=as_json)
 
@@ -443,6 +456,7 @@ def experiment(
         bool, typer.Option("--force", help="OUT holds another config: redo the runs whose settings changed.")
     ] = False,
     verbose: VerboseOpt = False,
+    log_to: LogToOpt = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -455,7 +469,7 @@ def experiment(
     def job() -> None:
         cfg = ExperimentConfig.from_yaml(config)
         with _progress(quiet) as hooks:
-            comparison = run_experiment(cfg, out, n_jobs=jobs, force=force, hooks=hooks)
+            comparison = run_experiment(cfg, out, n_jobs=jobs, force=force, hooks=hooks, log_to=log_to or [])
         if as_json:
             _print_json({"comparison": str(out / "comparison.json"), **comparison})
             return

@@ -25,6 +25,7 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from importlib import metadata
@@ -36,6 +37,7 @@ from pydantic import Field, field_validator, model_validator
 
 from bastion.app.config import EvalConfig, TrainConfig
 from bastion.app.runtime import Hooks
+from bastion.app.tracking import check_targets, tracking_run
 from bastion.config import Seed, StrictConfig
 from bastion.errors import ConfigError
 from bastion.evaluation.evaluate import ENSEMBLE, Evaluation
@@ -149,11 +151,18 @@ def _bits(t: Any) -> str:
     return "".join("1" if v else "0" for v in t.tolist())
 
 
-def run_job(cfg: ExperimentConfig, job: Job, threads: int | None = None, hooks: Hooks | None = None) -> Path:
+def run_job(
+    cfg: ExperimentConfig,
+    job: Job,
+    threads: int | None = None,
+    hooks: Hooks | None = None,
+    log_to: Sequence[str] = (),
+) -> Path:
     """Train and evaluate one run, or finish a killed one; a finished run (``DONE``) is left alone.
 
     ``hooks`` (in-process runs only: they do not cross to a worker) receive the training's and the
-    evaluation's progress.
+    evaluation's progress. ``log_to`` targets get one tracked run per job, named DATASET/METHOD/seed-S
+    in experiment ``cfg.name``.
     """
     import torch
 
@@ -180,10 +189,6 @@ def run_job(cfg: ExperimentConfig, job: Job, threads: int | None = None, hooks: 
             "git": git_revision(),
         },
     )
-    if not (job.run_dir / "models" / job.method / checkpoint.DESCRIPTION).is_file():
-        resume = (job.run_dir / "checkpoint" / "last.safetensors").is_file()
-        log.info("%s: training%s", job.run_dir, " (resumed)" if resume else "")
-        run_train(tcfg, job.run_dir, hooks, resume=resume, force=True)  # the experiment owns its run folders
     outcomes: dict[str, Any] = {}
 
     def keep(name: str, ev: Evaluation) -> None:
@@ -192,7 +197,17 @@ def run_job(cfg: ExperimentConfig, job: Job, threads: int | None = None, hooks: 
             "robust": {a: {e: _bits(c) for e, c in by.items()} for a, by in ev.outcomes.items()},
         }
 
-    run_evaluate(job.run_dir, ecfg, job.run_dir, dataclasses.replace(hooks or Hooks(), on_evaluation=keep))
+    run_name = f"{slug(job.dataset)}/{job.method}/seed-{job.seed}"
+    with tracking_run(log_to, experiment=cfg.name, run_name=run_name) as tracking:
+        if not (job.run_dir / "models" / job.method / checkpoint.DESCRIPTION).is_file():
+            resume = (job.run_dir / "checkpoint" / "last.safetensors").is_file()
+            log.info("%s: training%s", job.run_dir, " (resumed)" if resume else "")
+            # The experiment owns its run folders: force.
+            run_train(tcfg, job.run_dir, hooks, resume=resume, force=True, tracking=tracking)
+        results = run_evaluate(
+            job.run_dir, ecfg, job.run_dir, dataclasses.replace(hooks or Hooks(), on_evaluation=keep)
+        )
+        tracking.results(results, job.run_dir / "results.json")
     atomic_write_json(job.run_dir / "outcomes.json", outcomes)
     atomic_write_json(
         job.run_dir / DONE,
@@ -265,16 +280,24 @@ def check_previous_config(cfg: ExperimentConfig, out: Path, *, force: bool) -> N
 
 
 def run_experiment(
-    cfg: ExperimentConfig, out: Path, *, n_jobs: int = 1, force: bool = False, hooks: Hooks | None = None
+    cfg: ExperimentConfig,
+    out: Path,
+    *,
+    n_jobs: int = 1,
+    force: bool = False,
+    hooks: Hooks | None = None,
+    log_to: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run every job not yet done (``n_jobs`` processes in parallel), then write the comparison.
 
     A folder that holds an experiment with another config is refused unless ``force``; then every run
     whose train or evaluate settings changed is redone, and unchanged runs are kept. ``hooks`` get a
     stage line per run started and finished (with the time left at the rate so far) and, with one
-    process, each run's training and evaluation progress.
+    process, each run's training and evaluation progress. ``log_to`` (``tensorboard:DIR``, ``mlflow:URI``)
+    tracks every run (see bastion.app.tracking); the targets are checked before any run starts.
     """
     hooks = hooks or Hooks()
+    check_targets(log_to)
     if n_jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {n_jobs}")
     if out.exists() and not out.is_dir():
@@ -295,13 +318,13 @@ def run_experiment(
     if n_jobs == 1:
         for k, job in enumerate(todo, 1):
             hooks.stage(f"run {k}/{len(todo)}: {_job_name(job)}")
-            run_job(cfg, job, hooks=hooks)
+            run_job(cfg, job, hooks=hooks, log_to=log_to)
             finished(k, job)
     else:
         threads = max(1, (os.cpu_count() or 1) // n_jobs)
         hooks.stage(f"{len(todo)} runs in {n_jobs} processes")
         with ProcessPoolExecutor(max_workers=n_jobs, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(run_job, cfg, job, threads): job for job in todo}
+            futures = {pool.submit(run_job, cfg, job, threads, None, list(log_to)): job for job in todo}
             for k, future in enumerate(as_completed(futures), 1):
                 future.result()
                 finished(k, futures[future])
