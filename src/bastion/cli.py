@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -94,7 +95,9 @@ class PlainProgress:
     """Progress as plain lines with elapsed time and ETA, for a log file or CI where a bar cannot draw.
 
     A line after every attack x eps cell, at the end of every epoch and within an epoch every ``interval``
-    seconds, so a 35-minute evaluation is never silent. ``clock`` is injectable for tests.
+    seconds; :meth:`heartbeat` adds a "still working" line when nothing was said for ``interval`` seconds
+    (one long attack cell, the sanity checks), so a 35-minute evaluation is never silent. ``clock`` is
+    injectable for tests.
     """
 
     def __init__(
@@ -107,11 +110,17 @@ class PlainProgress:
         self.epochs: int | None = None  # the training's total epochs, from its schedule
         self.reset()
 
-    def reset(self) -> None:
+    def reset(self, what: str = "") -> None:
         """A new loop starts (a stage, a model, a training): time and rate are measured from here."""
         self.started = self.last_line = self.clock()
         self.first_epoch: int | None = None
         self.last_cell = 0
+        self.what = what or getattr(self, "what", "")
+
+    def heartbeat(self) -> None:
+        """Called periodically (by a timer thread): a line if the last one is ``interval`` seconds old."""
+        if self._due(False):
+            self.write(f"  ... still working ({self.what}), {_duration(self.clock() - self.started)} elapsed")
 
     def _due(self, final: bool) -> bool:
         now = self.clock()
@@ -178,6 +187,15 @@ def _progress(quiet: bool = False) -> Iterator[Any]:
     tasks: dict[str, Any] = {}
     live = err_console.is_terminal  # else (a log file, CI): plain lines with ETA, see PlainProgress
     plain = PlainProgress(lambda line: err_console.print(line, soft_wrap=True))
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(1.0):
+            plain.heartbeat()
+
+    beating = threading.Thread(target=beat, name="bastion-progress", daemon=True)
+    if not live:
+        beating.start()
 
     def on_batch(epoch: int, done: int, total: int) -> None:
         if not live:
@@ -201,15 +219,20 @@ def _progress(quiet: bool = False) -> Iterator[Any]:
         for task in tasks.values():
             progress.remove_task(task)
         tasks.clear()
-        plain.reset()
+        plain.reset(text)
         err_console.print(Text.assemble((">", "bold"), " ", text), soft_wrap=True)
 
     def on_schedule(method: str, rows: list[dict[str, Any]]) -> None:
         plain.schedule(rows)
         _print_schedule(method, rows)
 
-    with progress:
-        yield Hooks(on_stage=on_stage, on_batch=on_batch, on_cell=on_cell, on_schedule=on_schedule)
+    try:
+        with progress:
+            yield Hooks(on_stage=on_stage, on_batch=on_batch, on_cell=on_cell, on_schedule=on_schedule)
+    finally:
+        stop.set()
+        if beating.is_alive():
+            beating.join()
 
 
 def _print_schedule(method: str, rows: list[dict[str, Any]]) -> None:

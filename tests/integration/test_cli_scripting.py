@@ -186,6 +186,22 @@ def test_plain_progress_prints_every_interval_and_at_each_end_with_an_eta() -> N
     assert lines[-1] == "  attack x eps: 1/2 cells, 5 s elapsed, ETA 5 s"
 
 
+def test_a_long_silent_step_gets_a_still_working_line() -> None:
+    clock, lines = FakeClock(), []
+    progress = PlainProgress(lines.append, interval=10.0, clock=clock)
+    progress.reset("evaluating standard on 100 test examples")
+    clock.now = 9.0
+    progress.heartbeat()
+    assert lines == []
+    clock.now = 75.0  # one Square cell, nothing reported since the stage began
+    progress.heartbeat()
+    assert lines == ["  ... still working (evaluating standard on 100 test examples), 1 min 15 s elapsed"]
+    progress.heartbeat()
+    assert len(lines) == 1  # the clock restarts at each line
+    progress.cell(1, 4)
+    assert lines[-1] == "  attack x eps: 1/4 cells, 1 min 15 s elapsed, ETA 3 min 45 s"
+
+
 def test_resumed_training_measures_its_eta_from_the_resumed_epoch() -> None:
     clock, lines = FakeClock(), []
     progress = PlainProgress(lines.append, interval=1000.0, clock=clock)

@@ -100,12 +100,24 @@ class MlflowSink:
             raise ConfigError(f"--log-to mlflow needs the track extra ({exc.name} is missing): {INSTALL}") from None
         try:
             self.client = MlflowClient(tracking_uri=uri)
-            found = self.client.get_experiment_by_name(experiment)
-            experiment_id = found.experiment_id if found is not None else self.client.create_experiment(experiment)
+            experiment_id = self._experiment_id(experiment)
             self.run_id = self.client.create_run(experiment_id, run_name=run_name).info.run_id
         except Exception as exc:  # MLflow's own message says what is wrong with the URI or the store
             raise ConfigError(f"--log-to mlflow:{uri}: MLflow cannot open it: {exc}") from None
         self.texts: dict[str, list[str]] = {}
+
+    def _experiment_id(self, name: str) -> str:
+        """The experiment's id, created if new; ``experiment --jobs N`` workers may race to create it."""
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return str(found.experiment_id)
+        try:
+            return str(self.client.create_experiment(name))
+        except Exception:
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return str(found.experiment_id)
 
     def params(self, params: dict[str, str]) -> None:
         from mlflow.entities import Param
