@@ -423,6 +423,7 @@ def evaluate(
     seed: SeedOpt = None,
     device: DeviceOpt = None,
     verbose: VerboseOpt = False,
+    log_to: LogToOpt = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -443,7 +444,13 @@ def evaluate(
             save_adversarial=str(save_adversarial) if save_adversarial else None,
             min_margin=min_margin,
         )
-        return run_evaluate(path, cfg, out, hooks)
+        from bastion.app.tracking import tracking_run
+
+        with tracking_run(log_to or [], experiment="bastion", run_name=out.resolve().name) as tracking:
+            results = run_evaluate(path, cfg, out, hooks)
+            tracking.config(cfg.resolved())
+            tracking.results(results, out / "results.json")
+        return results
 
     _run_with_progress(verbose, out, job, quiet=quiet, as_json=as_json)
 

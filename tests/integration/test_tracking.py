@@ -132,6 +132,20 @@ def test_experiment_logs_robust_accuracy_per_eps_and_check_verdicts(tmp_path: Pa
     )
 
 
+def test_evaluate_logs_its_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])  # the fixture factory is imported from the checkout
+    result = runner.invoke(
+        app,
+        ["evaluate", "module:tests.fixtures.user_model:build", "--data", "digits", "--suite", "quick",
+         "--eps", "0.1", "--n-examples", "30", "--out", str(tmp_path / "ev"), "--log-to", f"tensorboard:{tmp_path}"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    entry = json.loads((tmp_path / "ev" / "results.json").read_text())["models"]["build"]
+    tb = scalars(tmp_path / "ev")
+    assert tb["evaluate/build/headline/0.1"] == [(0, pytest.approx(entry["headline"]["robust_accuracy"]["0.1"]))]
+    assert tb["evaluate/build/clean_accuracy"] == [(0, pytest.approx(entry["clean_accuracy"]))]
+
+
 def test_a_failed_job_marks_its_run_failed(tmp_path: Path) -> None:
     uri = (tmp_path / "mlruns").as_uri()
     with pytest.raises(RuntimeError, match="boom"), tracking_run([f"mlflow:{uri}"], experiment="e", run_name="r"):
