@@ -77,6 +77,8 @@ class RequestError(Exception):
 
 
 def _where(loc: Loc) -> str:
+    if len(loc) == 3 and loc[1] == "line":  # a text/csv record
+        return f"line {loc[2]}"
     out = ""
     for part in loc[1:]:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -116,13 +118,17 @@ def _array(obj: list[Any], shape: Sequence[int], loc: Loc) -> np.ndarray:
     return arr
 
 
-def _check_domain(x: Tensor, spec: DatasetSpec, locs: Sequence[Loc]) -> None:
+def _check_domain(x: Tensor, spec: DatasetSpec, locs: Sequence[Loc], named: frozenset[int] = frozenset()) -> None:
+    """Every input inside the model's domain; ``named``: positions that came as raw records (their hint
+    differs: the schema checks passed, so a rule of the domain's constraint set is broken)."""
     bad = ~spec.domain.is_feasible(x)
     if bad.any():
         i = int(bad.nonzero()[0])
         lower, upper = getattr(spec.domain, "lower", None), getattr(spec.domain, "upper", None)
         if spec.modality == "image" and lower is not None and upper is not None:
             hint = f"values must lie in [{float(lower.min()):g}, {float(upper.max()):g}]"
+        elif i in named:
+            hint = "the record passes the schema but breaks a rule of the model's constraint set"
         else:
             hint = "not a legal model-space row; send an object with named fields instead"
         raise RequestError(f"{_where(locs[i])}: outside the model's input domain ({hint})", loc=locs[i])
@@ -282,7 +288,8 @@ def parse_json(obj: Any, spec: DatasetSpec, *, max_inputs: int) -> Tensor:
     if records:
         x[[i for i, _ in records]] = _records(records, spec).reshape(len(records), *shape)
     batch = torch.from_numpy(x)
-    _check_domain(batch, spec, [("body", "inputs", i) for i in range(len(inputs))])
+    named = frozenset(i for i, _ in records)
+    _check_domain(batch, spec, [("body", "inputs", i) for i in range(len(inputs))], named)
     return batch
 
 
@@ -400,7 +407,7 @@ def parse_csv(body: bytes, spec: DatasetSpec, *, max_inputs: int, header: bool |
         problems.sort(key=lambda p: int(p.loc[2]))  # line order; each line's problems keep their order
         raise RequestError.of(problems)
     batch = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    _check_domain(batch, spec, [r.loc for r in records])
+    _check_domain(batch, spec, [r.loc for r in records], frozenset(range(len(records))))
     return batch
 
 

@@ -219,3 +219,21 @@ def test_csv_errors_name_each_line_and_field(tabular_client: TestClient, image_c
     assert r.status_code == 422 and "not valid UTF-8" in r.json()["detail"][0]["msg"]
     r = _csv(image_client, "0.5," * 63 + "0.5")
     assert r.status_code == 415 and "text/csv bodies are for tabular models" in r.json()["detail"][0]["msg"]
+
+
+def test_records_outside_the_constraint_set_are_named_as_such(tabular_bundle, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from bastion.service.inputs import RequestError, parse_csv, parse_json
+
+    domain = tabular_bundle.spec.domain
+    monkeypatch.setattr(domain, "is_feasible", lambda x, *_: torch.zeros(len(x), dtype=torch.bool))
+    with pytest.raises(RequestError) as caught:
+        parse_csv(b"tcp,10,20,0.5,1", tabular_bundle.spec, max_inputs=4)
+    assert caught.value.detail()[0]["loc"] == ["body", "line", 1]
+    assert caught.value.msg.startswith("line 1: outside the model's input domain (the record passes the schema")
+    row = torch.as_tensor(domain.preprocessor.transform(pd.DataFrame([FLOW])))[0].tolist()
+    with pytest.raises(RequestError, match=r"inputs\[0\]: .*send an object with named fields"):
+        parse_json({"inputs": [row, FLOW]}, tabular_bundle.spec, max_inputs=4)
+    with pytest.raises(RequestError, match=r"inputs\[0\]: .*breaks a rule of the model's constraint set"):
+        parse_json({"inputs": [FLOW, row]}, tabular_bundle.spec, max_inputs=4)
