@@ -171,3 +171,16 @@ def test_report_shows_examples_and_per_class_counts_of_a_run(digits_run, tmp_pat
     assert re.findall(r'id="fig-(robust-vs-eps[^"]*)"', text) == ["robust-vs-eps-digits-linf"]
     assert "![Adversarial examples](report_files/examples-digits.png)" in md_path.read_text()
     assert (md_path.parent / "report_files" / "examples-digits.png").is_file()
+
+
+def test_runs_without_examples_say_why(tmp_path: Path) -> None:
+    section = report._examples([Run("", MIXED[0], None, tmp_path), Run("", MIXED[1], None, tmp_path)])
+    assert not section.figures and not section.tables
+    assert section.paragraphs == [
+        "digits: no adversarial examples shown (the run's saved models or its data are not available where "
+        "the report runs).",
+        "nsl-kdd:DATA/kdd/KDDTest+.txt: no evasion records (evaluate with --save-adversarial FILE to show some).",
+    ]
+    gone = {**MIXED[1], "adversarial_file": str(tmp_path / "adv.txt")}
+    (paragraph,) = report._examples([Run("", gone, None, tmp_path)]).paragraphs
+    assert "adv.txt or their .lines.csv sidecar are not found here" in paragraph

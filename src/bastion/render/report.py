@@ -444,6 +444,15 @@ def _examples(runs: Runs) -> Section:
                 records = examples.tabular_records(run.path, run.results)
                 if records is not None:
                     _tabular_examples(section, where, records)
+                elif "adversarial_file" not in run.results:
+                    section.paragraphs.append(
+                        f"{where}: no evasion records (evaluate with --save-adversarial FILE to show some)."
+                    )
+                else:
+                    section.paragraphs.append(
+                        f"{where}: the evasion records {run.results['adversarial_file']} or their "
+                        ".lines.csv sidecar are not found here."
+                    )
                 continue
             shown = examples.image_examples(run.path, run.results)
         except (BastionError, OSError, ValueError, RuntimeError) as exc:
@@ -451,6 +460,10 @@ def _examples(runs: Runs) -> Section:
             continue
         png = plots.adversarial_images(shown)
         if png is None:
+            section.paragraphs.append(
+                f"{where}: no adversarial examples shown (the run's saved models or its data are not "
+                "available where the report runs)."
+            )
             continue
         e = shown[0]
         section.figures.append(
