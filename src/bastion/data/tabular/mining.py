@@ -14,17 +14,19 @@ what an attack wrote: a record violates a mined rule if the rule held on its cle
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from bastion.data.tabular.schema import FeatureKind, TabularSchema
-from bastion.errors import ConfigError, DataFormatError
+from bastion.errors import ConfigError, DataFormatError, DataNotFoundError
 
-__all__ = ["MinedConstraints", "MinedRule", "audit", "mine"]
+__all__ = ["MinedConstraints", "MinedRule", "audit", "mine", "rule_id"]
 
 _ATOL = 1e-9
 
@@ -43,6 +45,11 @@ class MinedRule:
     @property
     def name(self) -> str:
         return f"{self.when_feature} = {self.when_value} => {self.then_feature} = {self.then_value}"
+
+    @property
+    def id(self) -> str:
+        """A short stable id of the rule (:func:`rule_id` of its name), to reject it by."""
+        return rule_id(self.name)
 
     def holds(self, records: pd.DataFrame) -> np.ndarray:
         """(N,) bool: the ``if`` fails or the ``then`` holds."""
@@ -81,6 +88,23 @@ class MinedConstraints:
         """The rules no training row breaks: candidate hard constraints."""
         return tuple(r for r in self.rules if r.confidence >= 1.0)
 
+    def without(self, rejected: Iterable[str]) -> MinedConstraints:
+        """The same candidates minus the rules named in ``rejected`` (by id or by full name).
+
+        Raises:
+            ConfigError: an entry names no mined rule (a typo, or a rule mined from other data); the
+                message lists them, so a rejection never silently does nothing.
+        """
+        wanted = {str(r).strip() for r in rejected} - {""}
+        known = {r.id for r in self.rules} | {r.name for r in self.rules}
+        unknown = sorted(wanted - known)
+        if unknown:
+            raise ConfigError(
+                f"no mined rule has the id or name {unknown} ({len(self.rules)} rules mined from {self.n_rows} rows; "
+                "`python -m bastion.app.constraints mine DATA` lists them with their ids)"
+            )
+        return replace(self, rules=tuple(r for r in self.rules if r.id not in wanted and r.name not in wanted))
+
     def to_constraint_dict(self, dataset: str, *, text: Mapping[str, str] | None = None) -> dict[str, Any]:
         """A constraint file (bastion-constraints/1) of the hard rules and the grids, for a user to review.
 
@@ -98,6 +122,29 @@ class MinedConstraints:
             "grids": [{"features": names, "decimals": d, "text": t} for (d, t), names in grids.items()],
             "rules": [r.to_dict() for r in self.hard()],
         }
+
+
+def rule_id(name: str) -> str:
+    """``r`` and the first 8 hex digits of the SHA-256 of a rule's name: the same rule gets the same id on
+    any file and in any run, so a rejection list stays valid when the training data grows."""
+    return "r" + hashlib.sha256(name.encode("utf-8")).hexdigest()[:8]
+
+
+def read_rejections(path: str | Path) -> list[str]:
+    """Rule ids or names, one a line, from a review file (``#`` starts a comment; blank lines are skipped).
+
+    Raises:
+        DataNotFoundError: the file does not exist.
+    """
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise DataNotFoundError(f"rejected-rules file {file} does not exist")
+    out = []
+    for line in file.read_text(encoding="utf-8").splitlines():
+        entry = line.split("#", 1)[0].strip()
+        if entry:
+            out.append(entry)
+    return out
 
 
 def _atoms(df: pd.DataFrame, schema: TabularSchema, min_support: int) -> tuple[list[tuple[str, Any]], np.ndarray]:
@@ -236,6 +283,6 @@ def audit(records: pd.DataFrame, originals: pd.DataFrame, mined: MinedConstraint
     }
 
 
-def rules_table(rules: Sequence[MinedRule], limit: int = 20) -> list[tuple[str, int, float]]:
-    """(rule, support, confidence) of the first ``limit`` rules, for printing."""
-    return [(r.name, r.support, r.confidence) for r in rules[:limit]]
+def rules_table(rules: Sequence[MinedRule], limit: int = 20) -> list[tuple[str, str, int, float]]:
+    """(id, rule, support, confidence) of the first ``limit`` rules, for printing."""
+    return [(r.id, r.name, r.support, r.confidence) for r in rules[:limit]]
