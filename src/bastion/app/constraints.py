@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     m = sub.add_parser("mine", help="rules no training row breaks, and the decimal grids")
     m.add_argument("data", help="a tabular SPEC, e.g. nsl-kdd:KDDTrain+_20Percent.txt (its training file)")
     m.add_argument("--min-support", type=int, default=30)
+    m.add_argument("--ranges", action="store_true", help="also list range rules (atom => Y <= max, >= min)")
     m.add_argument("--show", type=int, default=30, help="rules to print")
     m.add_argument("--out", type=Path, help="write the candidates as a constraint file")
     m.add_argument(
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     train, entry, options = _read(args.data)
-    mined = mine(train.features, train.schema, min_support=args.min_support)
+    mined = mine(train.features, train.schema, min_support=args.min_support, ranges=getattr(args, "ranges", False))
     if args.command == "mine":
         rejected = [*args.reject, *(read_rejections(args.reject_file) if args.reject_file else [])]
         try:

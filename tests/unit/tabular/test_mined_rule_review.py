@@ -11,7 +11,7 @@ from test_tabular_constraints import kdd_training_rows
 
 from bastion.app.constraints import main as constraints_main
 from bastion.data import load_tabular
-from bastion.data.tabular.constraints import shipped_constraints
+from bastion.data.tabular.constraints import ConstraintSet, shipped_constraints
 from bastion.data.tabular.mining import mine, read_rejections, rule_id
 from bastion.errors import ConfigError, DataNotFoundError
 
@@ -102,3 +102,23 @@ def test_reject_file_and_unknown_rejections(
 def test_bad_rule_options_are_clear_errors(train_file: Path, options: str, error: type, message: str) -> None:
     with pytest.raises(error, match=message):
         load_tabular(f"nsl-kdd:{train_file}?{options}")
+
+
+def test_range_rules_are_mined_on_request_and_read_the_same_in_the_rule_language(train_file: Path) -> None:
+    data = load_tabular(f"nsl-kdd:{train_file}")
+    train = data.tables["train"]
+    assert not [r for r in mine(train.features, train.schema).rules if r.then_op != "eq"]
+    mined = mine(train.features, train.schema, min_support=30, ranges=True)
+    sf_count = train.features.loc[train.features["flag"] == "SF", "count"].astype(int)
+    top = f"flag = SF => count <= {sf_count.max()}"
+    by_name = {r.name: r for r in mined.hard()}
+    assert top in by_name and sf_count.max() < 20  # the fixture's normal rows have 1-19 connections
+    assert by_name[top].holds(train.features).all()
+    broken = train.features[train.features["flag"] == "SF"].head(3).copy()
+    broken["count"] = 250
+    assert not by_name[top].holds(broken).any()
+    # the constraint file the miner proposes says the same in the rule language
+    proposed = ConstraintSet.from_dict(mined.to_constraint_dict("nsl-kdd")).check_schema(train.schema)
+    rule_index = [r.name for r in proposed.rules].index(top)
+    assert not proposed.rules_hold(broken)[:, rule_index].any()
+    assert proposed.rules_hold(train.features)[:, rule_index].all()
