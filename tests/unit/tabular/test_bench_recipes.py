@@ -74,7 +74,7 @@ def test_the_mixed_loss_weighs_clean_and_adversarial_cross_entropy(bench: Module
     x_adv = inner.perturb(model, x, Misclassify(y), threat, rng=torch.Generator().manual_seed(3))
     clean, adv = F.cross_entropy(model(x), y), F.cross_entropy(model(x_adv), y)
     assert adv > clean  # the attack did something, so the weights matter
-    assert float(out.loss) == pytest.approx(float(0.25 * clean + 0.75 * adv), rel=1e-5)
+    assert float(out.loss.detach()) == pytest.approx(float((0.25 * clean + 0.75 * adv).detach()), rel=1e-5)
 
 
 def test_a_wide_recipe_is_saved_at_its_width(bench: ModuleType, data: object, tmp_path: Path) -> None:
