@@ -17,6 +17,12 @@ boosting / random forest) and a drift table (attack names seen in training vs on
     python bench/tabular.py --out DIR [--quick] [--datasets nsl-kdd phishing malware] [--n-eval N]
 
 writes DIR/results.json (bastion.artifacts.results schema) and DIR/summary.md, and prints the main table.
+Every MLP is trained by its ``RECIPES`` entry, chosen on the validation splits by
+
+    python bench/tabular.py --select --out DIR      # DIR/selection.json, DIR/cells.json (a cache)
+
+which trains the ``ROUND_1`` candidates and a second round on phishing and ClaMP, attacks their validation
+malicious rows only, and applies :func:`pick` (docs/tabular.md, "Chosen on validation").
 """
 
 from __future__ import annotations
