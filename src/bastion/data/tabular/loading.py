@@ -1,7 +1,8 @@
 """What a tabular dataset registers in ``DATASETS`` (:class:`TabularSource`) and how its SPEC becomes splits.
 
-Options follow the path after ``?`` (docs/data.md): ``on_bad_rows=drop|raise`` for every tabular
-dataset, plus what each one declares (``labels``, ``train``, ``schema``, ``header``).
+Options follow the path after ``?`` (docs/data.md): ``on_bad_rows=drop|raise``, ``rules=auto|shipped|PATH``
+and ``reject=ID,...`` (which mined rules training accepts, docs/tabular.md) for every tabular dataset, plus
+what each one declares (``labels``, ``train``, ``schema``, ``header``).
 
 The preprocessing is fitted on the training rows only and travels inside the spec's TabularDomain, so a
 saved model carries it. ``load_tabular(..., preprocessor=P)`` reads a file through a model's own
