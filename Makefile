@@ -26,9 +26,9 @@ demo: $(VENV)/.installed
 demo-quick: $(VENV)/.installed
 	$(VENV)/bin/bastion demo --quick --out $(OUT)-quick
 
-# The optional extras: `bastion serve` (serve) and `bastion export --onnx` (onnx).
+# The optional extras: `bastion serve` (serve), `bastion export --onnx` (onnx), `--log-to` (track).
 extras: $(VENV)/.installed
-	$(PIP) install --quiet -e '.[serve,onnx]'
+	$(PIP) install --quiet -e '.[serve,onnx,track]'
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest -n 2 -q

@@ -34,6 +34,7 @@ _EXPORTS = {
     "progressive": "bastion.training",
     "evaluate": "bastion.evaluation.evaluate",
     "evaluate_defense": "bastion.evaluation.evaluate",
+    "evaluate_module": "bastion.app.evaluate",
 }
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "__version__",
     "evaluate",
     "evaluate_defense",
+    "evaluate_module",
     "fit",
     "load_dataset",
     "load_model",
@@ -72,6 +74,7 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:
     from bastion._typing import Norm
+    from bastion.app.evaluate import evaluate_module
     from bastion.attacks import ATTACKS, FGSM, PGD
     from bastion.data.catalog import load_dataset
     from bastion.data.spec import Dataset, DatasetSpec, Split

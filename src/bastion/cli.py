@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,7 +14,14 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -53,28 +62,144 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (create
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")]
 
 
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors (the exit code tells).")]
+JsonOpt = Annotated[
+    bool,
+    typer.Option("--json", help="Print the results as one JSON document on stdout; logs and progress go to stderr."),
+]
+
+LogToOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--log-to",
+        help="Track the run: tensorboard:DIR or mlflow:URI (repeatable; needs the track extra: "
+        "pip install 'bastion[track]').",
+    ),
+]
+
+#: Without a terminal, a progress line at least this often (seconds) while a loop runs.
+PLAIN_INTERVAL_S = 10.0
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s``, ``1 h 02 min``: an ETA a person reads at a glance."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+class PlainProgress:
+    """Progress as plain lines with elapsed time and ETA, for a log file or CI where a bar cannot draw.
+
+    A line after every attack x eps cell, at the end of every epoch and within an epoch every ``interval``
+    seconds; :meth:`heartbeat` adds a "still working" line when nothing was said for ``interval`` seconds
+    (one long attack cell, the sanity checks), so a 35-minute evaluation is never silent. ``clock`` is
+    injectable for tests.
+    """
+
+    def __init__(
+        self,
+        write: Callable[[str], None],
+        interval: float = PLAIN_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.write, self.interval, self.clock = write, interval, clock
+        self.epochs: int | None = None  # the training's total epochs, from its schedule
+        self.reset()
+
+    def reset(self, what: str = "") -> None:
+        """A new loop starts (a stage, a model, a training): time and rate are measured from here."""
+        self.started = self.last_line = self.clock()
+        self.first_epoch: int | None = None
+        self.last_cell = 0
+        self.what = what or getattr(self, "what", "")
+
+    def heartbeat(self) -> None:
+        """Called periodically (by a timer thread): a line if the last one is ``interval`` seconds old."""
+        if self._due(False):
+            self.write(f"  ... still working ({self.what}), {_duration(self.clock() - self.started)} elapsed")
+
+    def _due(self, final: bool) -> bool:
+        now = self.clock()
+        if final or now - self.last_line >= self.interval:
+            self.last_line = now
+            return True
+        return False
+
+    def _eta(self, fraction: float) -> str:
+        elapsed = self.clock() - self.started
+        if fraction <= 0:
+            return f"{_duration(elapsed)} elapsed"
+        if fraction >= 1:
+            return f"done in {_duration(elapsed)}"
+        return f"{_duration(elapsed)} elapsed, ETA {_duration(elapsed * (1 - fraction) / fraction)}"
+
+    def schedule(self, rows: list[dict[str, Any]]) -> None:
+        """The training's total epochs: the last stage's range ("11-20") ends there."""
+        self.epochs = int(str(rows[-1]["epochs"]).rsplit("-", 1)[-1]) if rows else None
+        self.reset()
+
+    def batch(self, epoch: int, done: int, total: int) -> None:
+        if self.first_epoch is None:
+            self.first_epoch = epoch
+        end = done == total
+        if not self._due(end):
+            return
+        where = f"epoch {epoch + 1}" + (f"/{self.epochs}" if self.epochs else "")
+        if self.epochs:
+            todo = self.epochs - self.first_epoch
+            fraction = (epoch - self.first_epoch + done / max(total, 1)) / max(todo, 1)
+        else:
+            fraction = done / max(total, 1)  # the epoch's own ETA when the schedule is unknown
+        self.write(f"  training {where}: {done}/{total} batches, {self._eta(fraction)}")
+
+    def cell(self, done: int, total: int) -> None:
+        if done < self.last_cell:  # the next model's grid starts without a stage line
+            self.started = self.last_line
+        self.last_cell = done
+        if self._due(True):  # every cell: one attack at one eps, the unit a reader follows
+            self.write(f"  attack x eps: {done}/{total} cells, {self._eta(done / max(total, 1))}")
+
+
 @contextmanager
-def _progress() -> Iterator[Any]:
-    """A rich progress display; hooks for the library's callbacks."""
+def _progress(quiet: bool = False) -> Iterator[Any]:
+    """Hooks for the library's callbacks: a rich bar with ETA on a terminal, plain lines otherwise,
+    nothing with ``quiet``."""
     from bastion.app.runtime import Hooks
 
+    if quiet:
+        yield Hooks()
+        return
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
         console=err_console,
         transient=True,
         disable=not err_console.is_terminal,
     )
     tasks: dict[str, Any] = {}
+    live = err_console.is_terminal  # else (a log file, CI): plain lines with ETA, see PlainProgress
+    plain = PlainProgress(lambda line: err_console.print(line, soft_wrap=True))
+    stop = threading.Event()
 
-    live = err_console.is_terminal  # else (a log file, CI): one plain line per epoch and per cell, no bar
+    def beat() -> None:
+        while not stop.wait(1.0):
+            plain.heartbeat()
+
+    beating = threading.Thread(target=beat, name="bastion-progress", daemon=True)
+    if not live:
+        beating.start()
 
     def on_batch(epoch: int, done: int, total: int) -> None:
         if not live:
-            if done == total:
-                err_console.print(f"  training epoch {epoch + 1}: {total} batches done")
+            plain.batch(epoch, done, total)
             return
         key = "train"
         if key not in tasks:
@@ -83,7 +208,7 @@ def _progress() -> Iterator[Any]:
 
     def on_cell(done: int, total: int) -> None:
         if not live:
-            err_console.print(f"  attack x eps: {done}/{total} cells done")
+            plain.cell(done, total)
             return
         key = "attack"
         if key not in tasks:
@@ -94,13 +219,20 @@ def _progress() -> Iterator[Any]:
         for task in tasks.values():
             progress.remove_task(task)
         tasks.clear()
-        err_console.print(Text.assemble((">", "bold"), " ", text))
+        plain.reset(text)
+        err_console.print(Text.assemble((">", "bold"), " ", text), soft_wrap=True)
 
     def on_schedule(method: str, rows: list[dict[str, Any]]) -> None:
+        plain.schedule(rows)
         _print_schedule(method, rows)
 
-    with progress:
-        yield Hooks(on_stage=on_stage, on_batch=on_batch, on_cell=on_cell, on_schedule=on_schedule)
+    try:
+        with progress:
+            yield Hooks(on_stage=on_stage, on_batch=on_batch, on_cell=on_cell, on_schedule=on_schedule)
+    finally:
+        stop.set()
+        if beating.is_alive():
+            beating.join()
 
 
 def _print_schedule(method: str, rows: list[dict[str, Any]]) -> None:
@@ -114,12 +246,17 @@ def _print_schedule(method: str, rows: list[dict[str, Any]]) -> None:
     err_console.print(table)
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+def _setup_logging(verbose: bool, quiet: bool = False) -> None:
+    """Log records go to stderr: warnings by default, progress details with --verbose, errors only with --quiet."""
+    level = logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    logging.getLogger().setLevel(level)  # basicConfig is a no-op once configured (a second command in-process)
+
+
+def _print_json(document: dict[str, Any]) -> None:
+    """One JSON document on stdout, never wrapped or styled (rich would fold long lines)."""
+    sys.stdout.write(json.dumps(document, indent=2, allow_nan=False) + "\n")
+    sys.stdout.flush()
 
 
 def _print_results(results: dict[str, Any], out: Path, started: float) -> None:
@@ -170,19 +307,28 @@ def _run(job: Any) -> None:
         raise typer.Exit(2) from None
 
 
-def _run_with_progress(verbose: bool, out: Path, job: Callable[[Any], dict[str, Any]]) -> None:
-    """What train, evaluate and demo share: logging, progress hooks, exit 2 on a clear error, the result table.
+def _run_with_progress(
+    verbose: bool, out: Path, job: Callable[[Any], dict[str, Any]], *, quiet: bool = False, as_json: bool = False
+) -> None:
+    """What train, evaluate and demo share: logging, progress hooks, exit 2 on a clear error, the results.
 
-    ``job(hooks)`` builds its config and runs; its results are printed unless it has no models (under
+    ``job(hooks)`` builds its config and runs; its results are printed (a table, or with ``as_json`` the
+    document of :func:`bastion.app.runtime.results_document`) unless ``quiet`` or it has no models (under
     torchrun only rank 0 has results to show).
     """
-    _setup_logging(verbose)
+    from bastion.app.runtime import results_document
+
+    _setup_logging(verbose, quiet)
     started = time.perf_counter()
 
     def run() -> None:
-        with _progress() as hooks:
+        with _progress(quiet) as hooks:
             results = job(hooks)
-        if results["models"]:
+        if not results["models"]:
+            return
+        if as_json:
+            _print_json(results_document(results, out))
+        elif not quiet:
             _print_results(results, out, started)
 
     _run(run)
@@ -218,6 +364,9 @@ def train(
     seed: SeedOpt = None,
     device: DeviceOpt = None,
     verbose: VerboseOpt = False,
+    log_to: LogToOpt = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from OUT/checkpoint/last.safetensors (same options).")
     ] = False,
@@ -233,17 +382,27 @@ def train(
     from bastion.app.train import run_train
 
     def job(hooks: Any) -> dict[str, Any]:
+        from bastion.app.tracking import tracking_run
+
         cfg = TrainConfig.from_yaml(
             config, data=data, model=model, method=method, epochs=epochs, eps=eps, seed=seed, device=device
         )
-        return run_train(cfg, out, hooks, resume=resume, force=force)
+        with tracking_run(log_to or [], experiment="bastion", run_name=out.resolve().name) as tracking:
+            return run_train(cfg, out, hooks, resume=resume, force=force, tracking=tracking)
 
-    _run_with_progress(verbose, out, job)
+    _run_with_progress(verbose, out, job, quiet=quiet, as_json=as_json)
 
 
 @app.command()
 def evaluate(
-    path: Annotated[Path, typer.Argument(help="A run folder (every model in it) or one model folder.")],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="A run folder (every model in it), one model folder, or module:PACKAGE.MODULE:FACTORY: your own "
+            "nn.Module (the factory is imported and called; inputs in the data's [0, 1] domain, normalisation "
+            "inside the model; needs --data)."
+        ),
+    ],
     data: Annotated[str | None, typer.Option("--data", help=DATA_HELP + "; default: the model's own data.")] = None,
     suite: Annotated[str | None, typer.Option("--suite", help=SUITE_HELP)] = None,
     eps: Annotated[list[float] | None, typer.Option("--eps", help="Budget; repeat for several.")] = None,
@@ -264,6 +423,9 @@ def evaluate(
     seed: SeedOpt = None,
     device: DeviceOpt = None,
     verbose: VerboseOpt = False,
+    log_to: LogToOpt = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Evaluate saved models (and their saved runtime defenses) under an attack suite."""
     from bastion.app.config import EvalConfig
@@ -282,9 +444,15 @@ def evaluate(
             save_adversarial=str(save_adversarial) if save_adversarial else None,
             min_margin=min_margin,
         )
-        return run_evaluate(path, cfg, out, hooks)
+        from bastion.app.tracking import tracking_run
 
-    _run_with_progress(verbose, out, job)
+        with tracking_run(log_to or [], experiment="bastion", run_name=out.resolve().name) as tracking:
+            results = run_evaluate(path, cfg, out, hooks)
+            tracking.config(cfg.resolved())
+            tracking.results(results, out / "results.json")
+        return results
+
+    _run_with_progress(verbose, out, job, quiet=quiet, as_json=as_json)
 
 
 @app.command()
@@ -295,6 +463,8 @@ def demo(
     seed: SeedOpt = None,
     device: DeviceOpt = None,
     verbose: VerboseOpt = False,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """The dual-phase defense end to end on digits: train, defend, attack, report."""
     from bastion.app.config import DemoConfig
@@ -304,7 +474,7 @@ def demo(
         cfg = DemoConfig.from_yaml(config, seed=seed, device=device)
         return run_demo(cfg, out, quick=quick, hooks=hooks)
 
-    _run_with_progress(verbose, out, job)
+    _run_with_progress(verbose, out, job, quiet=quiet, as_json=as_json)
 
 
 @app.command()
@@ -316,16 +486,25 @@ def experiment(
         bool, typer.Option("--force", help="OUT holds another config: redo the runs whose settings changed.")
     ] = False,
     verbose: VerboseOpt = False,
+    log_to: LogToOpt = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Methods x datasets x seeds, one folder per run (rerun to resume), then statistics across seeds."""
     from bastion.app.experiment import ExperimentConfig, run_experiment
 
-    _setup_logging(verbose)
+    _setup_logging(verbose, quiet)
     started = time.perf_counter()
 
     def job() -> None:
         cfg = ExperimentConfig.from_yaml(config)
-        comparison = run_experiment(cfg, out, n_jobs=jobs, force=force)
+        with _progress(quiet) as hooks:
+            comparison = run_experiment(cfg, out, n_jobs=jobs, force=force, hooks=hooks, log_to=log_to or [])
+        if as_json:
+            _print_json({"comparison": str(out / "comparison.json"), **comparison})
+            return
+        if quiet:
+            return
         for dataset, block in comparison["datasets"].items():
             for metric, m in block["metrics"].items():
                 for row in m["comparisons"]:
@@ -339,22 +518,58 @@ def experiment(
 @app.command("export")
 def export_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A run folder (or one model folder) to deploy.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Bundle folder to write (must not exist).")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Bundle folder to write (must not exist); with --format robustbench a folder (NAME.json inside) "
+            "or a .json file.",
+        ),
+    ],
     model: Annotated[
         str | None, typer.Option("--model", help="Model of the run; default: the one with a saved defense.")
     ] = None,
     onnx: Annotated[bool, typer.Option("--onnx", help="Add ONNX graphs, checked with onnxruntime.")] = False,
+    format_: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="bundle (deployable folder) or robustbench (a RobustBench-style model card JSON from the run's "
+            "AA-grade results; RUN may be an `evaluate --out` folder).",
+        ),
+    ] = "bundle",
+    eps: Annotated[
+        float | None, typer.Option("--eps", help="--format robustbench: the budget the card states (if several).")
+    ] = None,
     force: Annotated[
-        bool, typer.Option("--force", help="Replace a previous bundle at --out (never any other file or folder).")
+        bool, typer.Option("--force", help="Replace a previous bundle (or card) at --out, never anything else.")
     ] = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Write a deployable bundle: weights, manifest (data, defense, provenance, robustness), SHA256SUMS."""
-    from bastion.artifacts.bundle import export_bundle, read_manifest
-
+    """Write a deployable bundle (weights, manifest, SHA256SUMS) or a RobustBench-style model card."""
     _setup_logging(verbose)
 
     def job() -> None:
+        if format_ == "robustbench":
+            from bastion.artifacts.robustbench import export_model_card
+
+            if onnx:
+                raise ConfigError("--onnx adds graphs to a bundle; drop it with --format robustbench")
+            path = export_model_card(run_dir, out, model=model, eps=eps, overwrite=force)
+            card = json.loads(path.read_text())
+            console.print(
+                f"model card {path}: {card['name']} on {card['dataset']} ({card['threat_model']}, eps {card['eps']}): "
+                f"clean {card['clean_acc']}%, AA-grade {card['autoattack_acc']}% on {card['n_examples']} examples",
+                soft_wrap=True,
+            )
+            return
+        if format_ != "bundle":
+            raise ConfigError(f"unknown --format {format_!r}; choose bundle or robustbench")
+        if eps is not None:
+            raise ConfigError("--eps chooses the budget of a RobustBench card; use it with --format robustbench")
+        from bastion.artifacts.bundle import export_bundle, read_manifest
+
         path, digest = export_bundle(run_dir, out, model=model, onnx=onnx, overwrite=force)
         manifest = read_manifest(path)
         defense = "with its runtime defense" if manifest["defense"] else "without a runtime defense"

@@ -45,6 +45,6 @@ def test_onnx_without_the_extra_prints_the_install_command(monkeypatch: pytest.M
         onnx._require()
 
 
-def test_the_makefile_target_named_in_the_messages_installs_both_extras() -> None:
+def test_the_makefile_target_named_in_the_messages_installs_every_extra() -> None:
     makefile = (ROOT / "Makefile").read_text()
-    assert re.search(r"^extras: .*\n\t\$\(PIP\) install --quiet -e '\.\[serve,onnx\]'$", makefile, re.M)
+    assert re.search(r"^extras: .*\n\t\$\(PIP\) install --quiet -e '\.\[serve,onnx,track\]'$", makefile, re.M)

@@ -114,7 +114,7 @@ def test_version() -> None:
     assert result.exit_code == 0 and result.output.strip() == f"bastion {bastion.__version__}"
 
 
-def test_progress_without_a_terminal_is_one_plain_line_per_stage_epoch_and_cell(monkeypatch) -> None:
+def test_progress_without_a_terminal_is_a_plain_line_per_stage_epoch_and_cell(monkeypatch) -> None:
     buf = io.StringIO()
     monkeypatch.setattr(cli, "err_console", Console(file=buf, width=80, markup=False, color_system=None))
     assert not cli.err_console.is_terminal
@@ -127,7 +127,7 @@ def test_progress_without_a_terminal_is_one_plain_line_per_stage_epoch_and_cell(
     lines = buf.getvalue().splitlines()
     assert lines == [
         "> training [standard]",
-        "  training epoch 1: 3 batches done",
-        "  attack x eps: 1/2 cells done",
-        "  attack x eps: 2/2 cells done",
+        "  training epoch 1: 3/3 batches, done in 0 s",
+        "  attack x eps: 1/2 cells, 0 s elapsed, ETA 0 s",
+        "  attack x eps: 2/2 cells, done in 0 s",
     ]

@@ -24,7 +24,17 @@ from bastion.models import checkpoint
 from bastion.render.report import write_report
 from bastion.threat import ThreatModel
 
-SECTIONS = {"overview", "accuracy", "checks", "robust-vs-eps", "per-class", "detector-roc", "training", "cost"}
+SECTIONS = {
+    "overview",
+    "accuracy",
+    "checks",
+    "robust-vs-eps",
+    "per-class",
+    "detector-roc",
+    "training",
+    "cost",
+    "examples",
+}
 
 # Injected into a copy of the report only: records what the browser actually rendered as attributes
 # that --dump-dom prints.

@@ -15,6 +15,7 @@ trainer's per-epoch checkpoint (``checkpoint/last.safetensors``), and a finished
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -24,7 +25,8 @@ import re
 import shutil
 import subprocess
 import time
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from importlib import metadata
 from multiprocessing import get_context
@@ -34,6 +36,8 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from bastion.app.config import EvalConfig, TrainConfig
+from bastion.app.runtime import Hooks
+from bastion.app.tracking import check_targets, tracking_run
 from bastion.config import Seed, StrictConfig
 from bastion.errors import ConfigError
 from bastion.evaluation.evaluate import ENSEMBLE, Evaluation
@@ -147,12 +151,22 @@ def _bits(t: Any) -> str:
     return "".join("1" if v else "0" for v in t.tolist())
 
 
-def run_job(cfg: ExperimentConfig, job: Job, threads: int | None = None) -> Path:
-    """Train and evaluate one run, or finish a killed one; a finished run (``DONE``) is left alone."""
+def run_job(
+    cfg: ExperimentConfig,
+    job: Job,
+    threads: int | None = None,
+    hooks: Hooks | None = None,
+    log_to: Sequence[str] = (),
+) -> Path:
+    """Train and evaluate one run, or finish a killed one; a finished run (``DONE``) is left alone.
+
+    ``hooks`` (in-process runs only: they do not cross to a worker) receive the training's and the
+    evaluation's progress. ``log_to`` targets get one tracked run per job, named DATASET/METHOD/seed-S
+    in experiment ``cfg.name``.
+    """
     import torch
 
     from bastion.app.evaluate import run_evaluate
-    from bastion.app.runtime import Hooks
     from bastion.app.train import run_train
     from bastion.models import checkpoint
 
@@ -175,10 +189,6 @@ def run_job(cfg: ExperimentConfig, job: Job, threads: int | None = None) -> Path
             "git": git_revision(),
         },
     )
-    if not (job.run_dir / "models" / job.method / checkpoint.DESCRIPTION).is_file():
-        resume = (job.run_dir / "checkpoint" / "last.safetensors").is_file()
-        log.info("%s: training%s", job.run_dir, " (resumed)" if resume else "")
-        run_train(tcfg, job.run_dir, resume=resume, force=True)  # the experiment owns its run folders
     outcomes: dict[str, Any] = {}
 
     def keep(name: str, ev: Evaluation) -> None:
@@ -187,7 +197,17 @@ def run_job(cfg: ExperimentConfig, job: Job, threads: int | None = None) -> Path
             "robust": {a: {e: _bits(c) for e, c in by.items()} for a, by in ev.outcomes.items()},
         }
 
-    run_evaluate(job.run_dir, ecfg, job.run_dir, Hooks(on_evaluation=keep))
+    run_name = f"{slug(job.dataset)}/{job.method}/seed-{job.seed}"
+    with tracking_run(log_to, experiment=cfg.name, run_name=run_name) as tracking:
+        if not (job.run_dir / "models" / job.method / checkpoint.DESCRIPTION).is_file():
+            resume = (job.run_dir / "checkpoint" / "last.safetensors").is_file()
+            log.info("%s: training%s", job.run_dir, " (resumed)" if resume else "")
+            # The experiment owns its run folders: force.
+            run_train(tcfg, job.run_dir, hooks, resume=resume, force=True, tracking=tracking)
+        results = run_evaluate(
+            job.run_dir, ecfg, job.run_dir, dataclasses.replace(hooks or Hooks(), on_evaluation=keep)
+        )
+        tracking.results(results, job.run_dir / "results.json")
     atomic_write_json(job.run_dir / "outcomes.json", outcomes)
     atomic_write_json(
         job.run_dir / DONE,
@@ -259,12 +279,25 @@ def check_previous_config(cfg: ExperimentConfig, out: Path, *, force: bool) -> N
         shutil.rmtree(run_dir)
 
 
-def run_experiment(cfg: ExperimentConfig, out: Path, *, n_jobs: int = 1, force: bool = False) -> dict[str, Any]:
+def run_experiment(
+    cfg: ExperimentConfig,
+    out: Path,
+    *,
+    n_jobs: int = 1,
+    force: bool = False,
+    hooks: Hooks | None = None,
+    log_to: Sequence[str] = (),
+) -> dict[str, Any]:
     """Run every job not yet done (``n_jobs`` processes in parallel), then write the comparison.
 
     A folder that holds an experiment with another config is refused unless ``force``; then every run
-    whose train or evaluate settings changed is redone, and unchanged runs are kept.
+    whose train or evaluate settings changed is redone, and unchanged runs are kept. ``hooks`` get a
+    stage line per run started and finished (with the time left at the rate so far) and, with one
+    process, each run's training and evaluation progress. ``log_to`` (``tensorboard:DIR``, ``mlflow:URI``)
+    tracks every run (see bastion.app.tracking); the targets are checked before any run starts.
     """
+    hooks = hooks or Hooks()
+    check_targets(log_to)
     if n_jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {n_jobs}")
     if out.exists() and not out.is_dir():
@@ -275,18 +308,34 @@ def run_experiment(cfg: ExperimentConfig, out: Path, *, n_jobs: int = 1, force: 
     atomic_write_json(previous, cfg.resolved())
     todo = [j for j in jobs(cfg, out) if not (j.run_dir / DONE).is_file()]
     log.info("%d of %d runs to do", len(todo), len(jobs(cfg, out)))
+    started = time.perf_counter()
+
+    def finished(k: int, job: Job) -> None:
+        elapsed = time.perf_counter() - started
+        left = elapsed / k * (len(todo) - k)
+        hooks.stage(f"run {k}/{len(todo)} done: {_job_name(job)} ({elapsed:.0f} s elapsed, ETA {left:.0f} s)")
+
     if n_jobs == 1:
-        for job in todo:
-            run_job(cfg, job)
+        for k, job in enumerate(todo, 1):
+            hooks.stage(f"run {k}/{len(todo)}: {_job_name(job)}")
+            run_job(cfg, job, hooks=hooks, log_to=log_to)
+            finished(k, job)
     else:
         threads = max(1, (os.cpu_count() or 1) // n_jobs)
+        hooks.stage(f"{len(todo)} runs in {n_jobs} processes")
         with ProcessPoolExecutor(max_workers=n_jobs, mp_context=get_context("spawn")) as pool:
-            for future in [pool.submit(run_job, cfg, job, threads) for job in todo]:
+            futures = {pool.submit(run_job, cfg, job, threads, None, list(log_to)): job for job in todo}
+            for k, future in enumerate(as_completed(futures), 1):
                 future.result()
+                finished(k, futures[future])
     comparison = compare(cfg, out)
     atomic_write_json(out / "comparison.json", comparison)
     atomic_write_text(out / "comparison.md", comparison_markdown(comparison))
     return comparison
+
+
+def _job_name(job: Job) -> str:
+    return f"{job.dataset} {job.method} seed {job.seed}"
 
 
 def _worst(robust: dict[str, Any]) -> str | None:

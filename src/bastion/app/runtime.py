@@ -105,6 +105,8 @@ class EvalPlan:
     checks_examples: int
     batch_size: int = 256
     on_cell: CellHook | None = None
+    #: Told when the sanity checks start: they attack again, and take a while on a large model.
+    on_stage: Callable[[str], None] | None = None
 
     @property
     def sequential(self) -> bool:
@@ -124,6 +126,8 @@ class EvalPlan:
 
     def _checked(self, model: nn.Module, test: Split, ev: Evaluation) -> Evaluation:
         settings = CheckSettings(n_examples=self.checks_examples, seed=self.seed)
+        if self.on_stage is not None and self.checks_examples > 0:
+            self.on_stage(f"sanity checks on {min(self.checks_examples, len(test))} test examples")
         ev.checks = run_checks(model, test, ev, self.suite, self.threat, self.eps, settings)
         ev.headline = headline(ev, self.suite_name, self.suite)
         return ev
@@ -196,3 +200,50 @@ def write_run(run_dir: Path, results: dict[str, Any], data: Dataset, config: dic
         },
     )
     write_outputs(run_dir, results)
+
+
+#: Per-model keys of results.json that ``--json`` prints: the figures, not the per-class, ROC and cost detail.
+DOCUMENT_MODEL_KEYS = (
+    "path",
+    "clean_accuracy",
+    "clean_accuracy_ci",
+    "n_examples",
+    "denominator",
+    "headline",
+    "robust_accuracy",
+    "robust_accuracy_ci",
+    "checks",
+)
+
+
+def results_document(results: dict[str, Any], out: Path) -> dict[str, Any]:
+    """What ``--json`` prints: results.json cut to its headline, in results.json's own keys (schema 1).
+
+    Per model the headline (the worst case per eps, AA-grade or an upper bound, with its label), clean
+    accuracy, every attack's robust accuracy by name and the sanity checks; a training's method, cost and
+    final epoch; a defense's false-positive and worst-case failure rates. ``results`` names the full file.
+    """
+    models: dict[str, Any] = {}
+    for name, m in results["models"].items():
+        entry = {k: m[k] for k in DOCUMENT_MODEL_KEYS if k in m}
+        training = m.get("training")
+        if training:
+            entry["training"] = {
+                k: training[k] for k in ("method", "gradient_evaluations", "wall_time_s") if k in training
+            }
+            if training.get("history"):
+                entry["training"]["history"] = training["history"][-1:]
+        defense = m.get("defense")
+        if defense:
+            entry["defense"] = {
+                k: defense[k]
+                for k in ("false_positive_rate", "false_positive_rate_ci", "failure_rate", "adaptive")
+                if k in defense
+            }
+        models[name] = entry
+    document: dict[str, Any] = {
+        k: results[k] for k in ("schema", "command", "created", "data", "seed", "threat") if k in results
+    }
+    document["results"] = str(out / "results.json")
+    document["models"] = models
+    return document

@@ -13,6 +13,7 @@ from torch import nn
 from bastion._typing import Norm
 from bastion.app.config import TrainConfig
 from bastion.app.runtime import Hooks, clear_run_entries, prepare_run_dir, resolve_device, write_run
+from bastion.app.tracking import Tracking
 from bastion.artifacts.results import new_results
 from bastion.data.augment import build_augment
 from bastion.data.sources import load_dataset
@@ -24,7 +25,7 @@ from bastion.models.registry import Architecture, build_model, check_buildable, 
 from bastion.threat import ThreatModel
 from bastion.training import distributed as ddp
 from bastion.training.methods import MethodConfig, build_method
-from bastion.training.trainer import TrainingRecord, TrainSettings, fit
+from bastion.training.trainer import EpochHook, TrainingRecord, TrainSettings, fit
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +45,12 @@ def train_model(
     *,
     checkpoint_dir: Path | None = None,
     resume: bool = False,
+    on_epoch: EpochHook | None = None,
 ) -> tuple[nn.Module, Architecture, TrainingRecord]:
     """Build the architecture from the training data's statistics and train it with cfg's method.
 
     ``checkpoint_dir`` receives a resumable checkpoint after every epoch; ``resume`` continues from it.
+    ``on_epoch`` receives each epoch's history entry and events (run tracking).
     """
     hooks = hooks or Hooks()
     if len(data.train) == 0:
@@ -80,6 +83,7 @@ def train_model(
         augment=build_augment(cfg.augment, data.spec),
         checkpoint_dir=checkpoint_dir,
         resume=resume,
+        on_epoch=on_epoch,
     )
     if teacher_record is not None:
         record.add_teacher(teacher_record)
@@ -136,7 +140,13 @@ def save_trained(
 
 
 def run_train(
-    cfg: TrainConfig, out: Path, hooks: Hooks | None = None, *, resume: bool = False, force: bool = False
+    cfg: TrainConfig,
+    out: Path,
+    hooks: Hooks | None = None,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    tracking: Tracking | None = None,
 ) -> dict[str, Any]:
     """One model into ``out/models/METHOD`` with its training record.
 
@@ -144,19 +154,26 @@ def run_train(
     An ``out`` that already holds a run is refused unless ``force`` replaces that run (its models,
     defenses, results and checkpoint are removed once training is about to start, so a later export never
     ships a stale model under the new provenance). Under torchrun every rank trains its shard and rank 0
-    writes the run folder.
+    writes the run folder. ``tracking`` gets the config, every epoch's curves and events, and the results.
     """
     hooks = hooks or Hooks()
+    tracking = tracking or Tracking()
     previous = prepare_run_dir(out, force=force, resume=resume)
     device = ddp.setup_from_env(resolve_device(cfg.device))
     try:
-        return _run_train(cfg, out, hooks, device, resume, previous)
+        return _run_train(cfg, out, hooks, device, resume, previous, tracking)
     finally:
         ddp.teardown()
 
 
 def _run_train(
-    cfg: TrainConfig, out: Path, hooks: Hooks, device: torch.device, resume: bool, previous: list[Path]
+    cfg: TrainConfig,
+    out: Path,
+    hooks: Hooks,
+    device: torch.device,
+    resume: bool,
+    previous: list[Path],
+    tracking: Tracking,
 ) -> dict[str, Any]:
     if resume and not (out / "checkpoint" / "last.safetensors").is_file():
         raise CheckpointError(f"--resume: no checkpoint at {out / 'checkpoint' / 'last.safetensors'}")
@@ -168,7 +185,10 @@ def _run_train(
         clear_run_entries(previous)
     ddp.barrier()  # every rank, whatever it saw: no rank writes before the old run is gone
     hooks.stage(f"data {data.spec.source}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test")
-    model, arch, record = train_model(cfg, data, device, hooks, checkpoint_dir=out / "checkpoint", resume=resume)
+    tracking.config(cfg.resolved())
+    model, arch, record = train_model(
+        cfg, data, device, hooks, checkpoint_dir=out / "checkpoint", resume=resume, on_epoch=tracking.epoch
+    )
     results = new_results(
         command="train", data=data.spec.source, seed=cfg.seed, split=data.describe(), config=cfg.resolved()
     )
@@ -184,4 +204,5 @@ def _run_train(
         "training": record.to_dict(),
     }
     write_run(out, results, data, cfg.resolved(), "train")
+    tracking.results(results, out / "results.json")
     return results

@@ -18,6 +18,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from bastion.evaluation.stats import wilson
+
 #: label -> rows of (eps, accuracy, low, high): one robust-accuracy curve with its interval band.
 Curves = Mapping[str, Sequence[tuple[float, float, float, float]]]
 
@@ -53,22 +55,36 @@ def curves_from_results(
     return curves
 
 
-def curves_from_comparison(comparison: Mapping[str, Any]) -> dict[str, list[tuple[float, float, float, float]]]:
-    """Mean robust accuracy over seeds vs eps per (dataset, method), with the t interval of the mean."""
+def curves_from_comparison(
+    comparison: Mapping[str, Any], dataset: str | None = None
+) -> dict[str, list[tuple[float, float, float, float]]]:
+    """Mean robust accuracy over seeds vs eps per (dataset, method), with the t interval of the mean;
+    only ``dataset``'s methods when given."""
     curves: dict[str, list[tuple[float, float, float, float]]] = {}
-    for dataset, block in comparison["datasets"].items():
+    for name, block in comparison["datasets"].items():
+        if dataset is not None and name != dataset:
+            continue
         for metric, m in block["metrics"].items():
             eps = 0.0 if metric == "clean" else float(metric.split("@", 1)[1])
             for method, s in m["by_method"].items():
                 iv = s["interval"]
                 lo = iv["low"] if iv["low"] is not None and iv["low"] == iv["low"] else iv["mean"]
                 hi = iv["high"] if iv["high"] is not None and iv["high"] == iv["high"] else iv["mean"]
-                curves.setdefault(f"{method} ({dataset})", []).append((eps, iv["mean"], lo, hi))
+                label = method if dataset is not None else f"{method} ({name})"
+                curves.setdefault(label, []).append((eps, iv["mean"], lo, hi))
     return {k: sorted(v) for k, v in curves.items()}
 
 
-def robust_vs_eps(curves: Curves, title: str, interval: str) -> bytes | None:
-    """Accuracy vs eps, one line per model, shaded by ``interval`` (named in the y label)."""
+def robust_vs_eps(
+    curves: Curves,
+    title: str,
+    interval: str,
+    *,
+    xlabel: str = "eps (model-space units; 0 = clean)",
+    ylabel: str = "accuracy (%)",
+) -> bytes | None:
+    """Accuracy vs eps, one line per model, shaded by ``interval`` (named in the title). The curves must
+    share one dataset and threat model: eps of different input spaces are not comparable on one axis."""
     curves = {k: v for k, v in curves.items() if v}
     if not curves:
         return None
@@ -77,8 +93,8 @@ def robust_vs_eps(curves: Curves, title: str, interval: str) -> bytes | None:
         eps, acc, lo, hi = (np.array(c, dtype=float) for c in zip(*rows, strict=True))
         (line,) = ax.plot(eps, 100 * acc, marker="o", label=label)
         ax.fill_between(eps, 100 * lo, 100 * hi, color=line.get_color(), alpha=0.2)
-    ax.set_xlabel("eps (model-space units; 0 = clean)")
-    ax.set_ylabel("accuracy (%)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_ylim(-2, 102)
     ax.set_title(f"{title}\n(bands: {interval})", fontsize=10)
     ax.grid(alpha=0.3)
@@ -86,28 +102,114 @@ def robust_vs_eps(curves: Curves, title: str, interval: str) -> bytes | None:
     return _png(fig)
 
 
-def per_class(results: Mapping[str, Any]) -> bytes | None:
-    """Clean and worst-case robust accuracy per class at the largest eps, one panel per model."""
+def _rate_bars(
+    ax: Any, x: np.ndarray, rates: Sequence[float | None], counts: Sequence[int] | None, **style: Any
+) -> None:
+    """Bars of rates (%) with 95% Wilson error bars and "k/n" above each when the counts are known."""
+    values = np.array([np.nan if r is None else r for r in rates], dtype=float)
+    bars = ax.bar(x, 100 * values, **style)
+    if counts is None:
+        return
+    ns = np.array([counts[i] if i < len(counts) else 0 for i in range(len(values))])
+    ks = np.where(np.isnan(values), 0, np.round(np.nan_to_num(values) * ns)).astype(int)
+    lo, hi = np.full(len(values), np.nan), np.full(len(values), np.nan)
+    for i, (k, n) in enumerate(zip(ks, ns, strict=True)):
+        if n > 0 and not np.isnan(values[i]):
+            lo[i], hi[i] = wilson(int(k), int(n))
+    err = np.vstack([100 * (values - lo), 100 * (hi - values)])
+    ax.errorbar(
+        x, 100 * values, yerr=np.nan_to_num(np.clip(err, 0, None)), fmt="none", ecolor="black", lw=0.7, capsize=1.5
+    )
+    for bar, k, n, top in zip(bars, ks, ns, 100 * np.nan_to_num(hi), strict=True):
+        if n > 0:
+            ax.text(
+                bar.get_x() + bar.get_width() / 2,
+                top + 1.5,
+                f"{k}/{n}",
+                ha="center",
+                va="bottom",
+                fontsize=4.5,
+                rotation=90,
+            )
+
+
+def per_class(
+    results: Mapping[str, Any],
+    counts: Mapping[str, Sequence[int] | None] | None = None,
+    classes: Sequence[str] | None = None,
+) -> bytes | None:
+    """Clean and worst-case robust accuracy per class at the largest eps, one panel per model.
+
+    ``counts``: model -> test examples per class; each bar then carries its 95% Wilson interval and
+    "correct/n" (the rates alone hide that a class of 30 examples is uncertain by +-15 points).
+    """
     models = {n: m for n, m in results["models"].items() if m.get("robust_accuracy_per_class", {}).get("by_eps")}
     if not models:
         return None
-    fig, axes = plt.subplots(len(models), 1, figsize=(7.5, 2.6 * len(models)), squeeze=False)
+    fig, axes = plt.subplots(len(models), 1, figsize=(7.5, 2.9 * len(models)), squeeze=False)
     for ax, (name, m) in zip(axes[:, 0], models.items(), strict=True):
         block = m["robust_accuracy_per_class"]
         eps = max(block["by_eps"], key=float)
-        clean = np.array([np.nan if v is None else v for v in m["clean_accuracy_per_class"]], dtype=float)
-        robust = np.array([np.nan if v is None else v for v in block["by_eps"][eps]], dtype=float)
-        idx = np.arange(len(clean))
-        ax.bar(idx - 0.2, 100 * clean, width=0.4, label="clean")
-        ax.bar(idx + 0.2, 100 * robust, width=0.4, label=f"{block['attack']} eps {eps}")
-        ax.set_title(name, fontsize=9)
+        n_classes = len(m["clean_accuracy_per_class"])
+        idx = np.arange(n_classes)
+        known = (counts or {}).get(name)
+        _rate_bars(ax, idx - 0.2, m["clean_accuracy_per_class"], known, width=0.4, label="clean")
+        _rate_bars(ax, idx + 0.2, block["by_eps"][eps], known, width=0.4, label=f"{block['attack']} eps {eps}")
+        intervals = "; bars: 95% Wilson intervals" if known is not None else "; counts unknown, no intervals"
+        ax.set_title(name + intervals, fontsize=9)
         ax.set_ylabel("accuracy (%)")
-        ax.set_ylim(0, 125)
+        ax.set_ylim(0, 135)
         ax.set_yticks(range(0, 101, 20))
-        ax.set_xticks(idx)
-        ax.tick_params(axis="x", labelsize=7)
+        names = [str(classes[i]) if classes is not None and i < len(classes) else str(i) for i in range(n_classes)]
+        if known is not None:
+            names = [f"{c}\nn={known[i] if i < len(known) else 0}" for i, c in enumerate(names)]
+        ax.set_xticks(idx, names)
+        ax.tick_params(axis="x", labelsize=6)
         ax.legend(fontsize=7, loc="upper center", ncol=2)
     axes[-1, 0].set_xlabel("class")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def adversarial_images(examples: Sequence[Any]) -> bytes | None:
+    """Rows of (clean, adversarial, perturbation) triplets, one row per model (render.examples.ImageExamples).
+
+    The perturbation is x_adv - x averaged over channels, on a diverging scale from -eps to +eps (L-inf)
+    or its largest magnitude (other norms), so its size reads against the budget.
+    """
+    examples = [e for e in examples if len(e.x)]
+    if not examples:
+        return None
+    k = max(len(e.x) for e in examples)
+    fig, axes = plt.subplots(len(examples), 3 * k, figsize=(1.15 * 3 * k, 1.55 * len(examples)), squeeze=False)
+    for row, e in zip(axes, examples, strict=True):
+        for ax in row:
+            ax.axis("off")
+        for j in range(len(e.x)):
+            clean, adv = e.x[j], e.x_adv[j]
+            delta = (adv - clean).mean(axis=0)
+            scale = e.eps if e.norm == "linf" else float(np.abs(delta).max()) or 1.0
+            for col, (image, title) in enumerate(
+                (
+                    (clean, f"clean: {e.classes[e.pred_clean[j]]}"),
+                    (adv, f"adv.: {e.classes[e.pred_adv[j]]}"),
+                    (None, f"x_adv - x (±{scale:.3g})"),
+                )
+            ):
+                ax = row[3 * j + col]
+                if image is None:
+                    ax.imshow(delta, cmap="RdBu_r", vmin=-scale, vmax=scale)
+                elif image.shape[0] == 1:
+                    ax.imshow(image[0], cmap="gray", vmin=0, vmax=1)
+                else:
+                    ax.imshow(np.clip(image.transpose(1, 2, 0), 0, 1))
+                wrong = col == 1 and e.pred_adv[j] != e.y[j]
+                ax.set_title(title, fontsize=6, color="firebrick" if wrong else "black")
+        row[0].text(-0.15, 0.5, e.model, transform=row[0].transAxes, rotation=90, ha="right", va="center", fontsize=7)
+    fig.suptitle(
+        f"{examples[0].attack} at {examples[0].norm} eps {examples[0].eps:g}: clean, adversarial, perturbation",
+        fontsize=8,
+    )
     fig.tight_layout()
     return _png(fig)
 

@@ -2,7 +2,10 @@
 
 The HTML embeds its figures as base64 PNGs and its style inline: it opens offline and loads nothing from
 the network. The Markdown holds the same sections, its figures written as PNG files next to it.
-Rendering only: every number comes from results.json, comparison.json and the runs' DONE markers.
+Every number comes from results.json, comparison.json and the runs' DONE markers, except what
+:mod:`bastion.render.examples` adds: per-class test counts (for the intervals) and the adversarial
+examples. Figures with an eps axis are drawn one per dataset and threat model: pixel eps and
+model-space eps of different datasets are different units and never share an axis or a Pareto front.
 """
 
 from __future__ import annotations
@@ -16,25 +19,50 @@ from pathlib import Path
 from typing import Any
 
 from bastion.artifacts.results import read_results
-from bastion.errors import CheckpointError, ConfigError
+from bastion.errors import BastionError, CheckpointError, ConfigError
 from bastion.io import atomic_write_bytes, atomic_write_text
-from bastion.render import plots
+from bastion.render import examples, plots
 from bastion.render.experiment import EXPLANATION, comparison_lines, method_table
 from bastion.render.summary import accuracy_rows, headline_sentence, markdown_table
 
 Table = tuple[list[str], list[list[str]]]
 
 
+class Changed(str):
+    """A table cell the report highlights: a field an attack changed (bold in Markdown)."""
+
+    __slots__ = ()
+
+
+@dataclass
+class Figure:
+    """One PNG of a section, with its own anchor (``fig-ID``), heading and caption."""
+
+    id: str
+    png: bytes
+    caption: str
+    title: str = ""
+
+
 @dataclass
 class Section:
-    """One section: an id (the HTML anchor), a title, paragraphs, tables and at most one figure."""
+    """One section: an id (the HTML anchor), a title, paragraphs, tables and figures."""
 
     id: str
     title: str
     paragraphs: list[str] = field(default_factory=list)
     tables: list[tuple[str, Table]] = field(default_factory=list)
-    figure: bytes | None = None
-    caption: str = ""
+    figures: list[Figure] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run's results: its label prefix in the report, peak RSS (experiments) and folder."""
+
+    prefix: str
+    results: dict[str, Any]
+    peak_rss_mb: float | None = None
+    path: Path | None = None
 
 
 @dataclass
@@ -43,7 +71,7 @@ class Source:
 
     path: Path
     label: str
-    runs: list[tuple[str, dict[str, Any], float | None]]  # (label prefix, results, peak RSS in MB)
+    runs: list[Run]
     comparison: dict[str, Any] | None = None
 
 
@@ -56,10 +84,10 @@ def load_source(path: Path, label: str) -> Source:
             run_dir = done.parent
             marker = json.loads(done.read_text())
             prefix = f"{run_dir.parent.parent.name}/{run_dir.name}: "
-            runs.append((prefix, read_results(run_dir / "results.json"), marker.get("peak_rss_mb")))
+            runs.append(Run(prefix, read_results(run_dir / "results.json"), marker.get("peak_rss_mb"), run_dir))
         return Source(path, label, runs, comparison)
     if (path / "results.json").is_file():
-        return Source(path, label, [("", read_results(path / "results.json"), None)])
+        return Source(path, label, [Run("", read_results(path / "results.json"), None, path)])
     raise CheckpointError(f"{path} is neither a run folder (results.json) nor an experiment folder (comparison.json)")
 
 
@@ -75,27 +103,59 @@ def _measured(m: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-Runs = list[tuple[str, dict[str, Any], float | None]]
+Runs = list[Run]
+
+
+def dataset_name(data: str) -> str:
+    """The dataset a SPEC names ("nsl-kdd:DATA/x" -> "nsl-kdd"); generic formats keep their path, since two
+    csv: or npz: files are different datasets."""
+    name, _, rest = str(data).partition(":")
+    return str(data) if name.lower() in ("csv", "npz", "imagefolder") and rest else name.lower()
+
+
+def _norm(results: dict[str, Any]) -> str:
+    return str(results.get("threat", {}).get("norm", "?"))
+
+
+def _tabular(results: dict[str, Any]) -> bool:
+    return any("tabular" in m for m in results["models"].values())
+
+
+def _group(runs: Runs, *, by_norm: bool = True) -> dict[tuple[str, str], Runs]:
+    """Runs by (dataset, norm), in reading order: the units of one eps axis."""
+    groups: dict[tuple[str, str], Runs] = {}
+    for run in runs:
+        key = (dataset_name(run.results["data"]), _norm(run.results) if by_norm else "")
+        groups.setdefault(key, []).append(run)
+    return groups
+
+
+def _eps_axis(results: dict[str, Any], norm: str) -> tuple[str, str]:
+    """(x label, y label) of an eps figure: the unit eps is measured in, and what accuracy counts."""
+    if _tabular(results):
+        x = f"eps ({norm}, model space: each feature scaled to [0, 1]; 0 = clean)"
+    else:
+        x = f"eps ({norm}, pixels in [0, 1]; 0 = clean)"
+    denominators = {m.get("denominator") for m in results["models"].values()} - {None}
+    y = f"{denominators.pop()} (%)" if len(denominators) == 1 else "accuracy (%)"
+    return x, y
 
 
 def build_sections(sources: list[Source]) -> list[Section]:
     """Every section with data behind it, in reading order."""
     many = len(sources) > 1
-    runs = [((f"{s.label}: " if many else "") + p, r, peak) for s in sources for p, r, peak in s.runs]
+    runs = [
+        Run((f"{s.label}: " if many else "") + r.prefix, r.results, r.peak_rss_mb, r.path)
+        for s in sources
+        for r in s.runs
+    ]
     # Figures that show one curve per model use the first seed of an experiment only, to stay readable.
-    first = [(p, r) for p, r, _ in runs if "seed-" not in p or p.rstrip(": ").endswith(_first_seed(sources))]
+    seed = _first_seed(sources)
+    first = [r for r in runs if "seed-" not in r.prefix or r.prefix.rstrip(": ").endswith(seed)]
     sections = [_overview(sources), _accuracy(runs), _checks(runs)]
     sections += [_statistics(s) for s in sources if s.comparison is not None]
     sections.append(_robust_vs_eps(sources))
-    sections.append(
-        _figure_section(
-            "per-class",
-            "Per-class robust accuracy",
-            first,
-            plots.per_class,
-            "Clean and worst-case robust accuracy per class at the largest eps.",
-        )
-    )
+    sections.append(_per_class(first))
     sections.append(
         _figure_section(
             "detector-roc",
@@ -116,7 +176,8 @@ def build_sections(sources: list[Source]) -> list[Section]:
         )
     )
     sections.append(_cost(runs))
-    return [s for s in sections if s.figure is not None or s.tables or s.paragraphs]
+    sections.append(_examples(first))
+    return [s for s in sections if s.figures or s.tables or s.paragraphs]
 
 
 def _accuracy(runs: Runs) -> Section:
@@ -125,7 +186,8 @@ def _accuracy(runs: Runs) -> Section:
         "Robust accuracy = share of test examples still classified correctly after the attack. "
         "Brackets are 95% Wilson intervals."
     )
-    for prefix, results, _ in runs:
+    for run in runs:
+        prefix, results = run.prefix, run.results
         acc.paragraphs.append(f"{prefix}{results['data']}: {headline_sentence(results)}")
         acc.tables.append((f"{prefix}{results['data']} (seed {results['seed']})", accuracy_rows(results, with_ci=True)))
     return acc
@@ -138,10 +200,7 @@ def _checks(runs: Runs) -> Section:
         "(docs/checks.md). SUSPECT means the robust accuracy above should not be believed as is."
     )
     by_model = {
-        prefix + name: m["checks"]
-        for prefix, results, _ in runs
-        for name, m in results["models"].items()
-        if m.get("checks")
+        run.prefix + name: m["checks"] for run in runs for name, m in run.results["models"].items() if m.get("checks")
     }
     codes = list(dict.fromkeys(code for c in by_model.values() for code in c))
     suspect = [
@@ -165,26 +224,115 @@ def _checks(runs: Runs) -> Section:
 
 
 def _robust_vs_eps(sources: list[Source]) -> Section:
+    """One figure per dataset and threat model: curves of different input spaces never share an axis."""
     many = len(sources) > 1
-    curves: dict[str, list[tuple[float, float, float, float]]] = {}
-    interval = "95% Wilson interval"
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def group(dataset: str, norm: str, results: dict[str, Any]) -> dict[str, Any]:
+        return groups.setdefault((dataset, norm), {"curves": {}, "results": results, "wilson": False, "seeds": False})
+
     for s in sources:
+        label = f"{s.label}: " if many else ""
         if s.comparison is not None:
-            curves.update(plots.curves_from_comparison(s.comparison))
-            interval = (
-                "95% interval (t over seeds; Wilson for single runs)"
-                if len(sources) > 1
-                else "95% t interval over seeds"
-            )
+            for dataset in s.comparison.get("datasets", {}):
+                matching = [r for r in s.runs if dataset_name(r.results["data"]) == dataset_name(dataset)]
+                ref = (matching or s.runs)[0].results if (matching or s.runs) else {"models": {}}
+                norms = {_norm(r.results) for r in matching} or {"?"}
+                g = group(dataset_name(dataset), norms.pop() if len(norms) == 1 else "?", ref)
+                curves = plots.curves_from_comparison(s.comparison, dataset)
+                g["curves"].update({label + k: v for k, v in curves.items()})
+                g["seeds"] = True
         else:
-            for prefix, results, _ in s.runs:
-                curves.update(plots.curves_from_results(results, (f"{s.label}: " if many else "") + prefix))
-    return Section(
-        "robust-vs-eps",
-        "Robust accuracy vs eps",
-        figure=plots.robust_vs_eps(curves, "Worst-case robust accuracy", interval),
-        caption=f"Worst case over the suite per model; eps 0 is clean accuracy; bands: {interval}.",
-    )
+            for run in s.runs:
+                g = group(dataset_name(run.results["data"]), _norm(run.results), run.results)
+                g["curves"].update(plots.curves_from_results(run.results, label + run.prefix))
+                g["wilson"] = True
+    section = Section("robust-vs-eps", "Robust accuracy vs eps")
+    for (dataset, norm), g in groups.items():
+        interval = {
+            (True, False): "95% t interval over seeds",
+            (False, True): "95% Wilson interval",
+            (True, True): "95% interval (t over seeds; Wilson for single runs)",
+        }.get((g["seeds"], g["wilson"]), "95% interval")
+        xlabel, ylabel = _eps_axis(g["results"], norm)
+        png = plots.robust_vs_eps(
+            g["curves"], f"Worst-case robust accuracy: {dataset}", interval, xlabel=xlabel, ylabel=ylabel
+        )
+        if png is not None:
+            section.figures.append(
+                Figure(
+                    f"robust-vs-eps-{_anchor(dataset)}-{_anchor(norm)}",
+                    png,
+                    f"{dataset}, {norm}: worst case over the suite per model; eps 0 is clean accuracy; "
+                    f"bands: {interval}.",
+                    f"{dataset}, {norm}",
+                )
+            )
+    return section
+
+
+def _class_names(run: Run) -> tuple[str, ...] | None:
+    from bastion.models import checkpoint
+
+    for name, m in run.results["models"].items():
+        path = None if run.path is None else examples.model_dir(run.path, name, m)
+        if path is not None:
+            try:
+                return checkpoint.load_spec(path).classes
+            except (BastionError, OSError, KeyError, ValueError):
+                continue
+    return None
+
+
+def _counts_fit(counts: list[int] | None, m: dict[str, Any]) -> bool:
+    """Recounted class sizes must reproduce every stored rate as a whole number of examples: a run
+    evaluated on other examples than the ones recounted gets no intervals rather than wrong ones."""
+    if counts is None:
+        return False
+    block = m["robust_accuracy_per_class"]
+    for rates in (m["clean_accuracy_per_class"], *block["by_eps"].values()):
+        if len(rates) > len(counts):
+            return False
+        for rate, n in zip(rates, counts, strict=False):
+            if (rate is None) != (n == 0) or (rate is not None and abs(rate * n - round(rate * n)) > 1e-3):
+                return False
+    return True
+
+
+def _per_class(runs: Runs) -> Section:
+    """Per dataset: clean and robust accuracy per class, each bar with its count and 95% interval."""
+    section = Section("per-class", "Per-class robust accuracy")
+    for (dataset, _), group in _group(runs, by_norm=False).items():
+        merged: dict[str, Any] = {}
+        counts: dict[str, list[int] | None] = {}
+        for run in group:
+            for name, m in run.results["models"].items():
+                if not m.get("robust_accuracy_per_class", {}).get("by_eps"):
+                    continue
+                merged[run.prefix + name] = m
+                found = examples.class_counts(run.path, run.results, int(m["n_examples"]))
+                counts[run.prefix + name] = found if _counts_fit(found, m) else None
+        if not merged:
+            continue
+        png = plots.per_class({"models": merged}, counts, _class_names(group[0]))
+        if png is None:
+            continue
+        known = all(c is not None for c in counts.values())
+        section.figures.append(
+            Figure(
+                f"per-class-{_anchor(dataset)}",
+                png,
+                f"{dataset}: clean and worst-case robust accuracy per class at the largest eps; "
+                + (
+                    "each bar carries correct/n and its 95% Wilson interval (n: test examples of the class)."
+                    if known
+                    else "the per-class counts are not known here (the dataset cannot be loaded and the run "
+                    "has no records.json), so bars have no intervals."
+                ),
+                dataset,
+            )
+        )
+    return section
 
 
 def _transfer(sources: list[Source]) -> list[Section]:
@@ -193,33 +341,53 @@ def _transfer(sources: list[Source]) -> list[Section]:
         for dataset, block in (s.comparison or {}).get("datasets", {}).items():
             png = plots.transfer_heatmap(block.get("transfer"))
             if png is not None:
+                caption = (
+                    "Accuracy of each target model on PGD examples crafted on each source "
+                    "model (mean over seeds); the diagonal is the white-box accuracy."
+                )
                 sections.append(
                     Section(
                         f"transfer-{_anchor(dataset)}",
                         f"Transferability: {dataset}",
-                        figure=png,
-                        caption="Accuracy of each target model on PGD examples crafted on each source "
-                        "model (mean over seeds); the diagonal is the white-box accuracy.",
+                        figures=[Figure(f"transfer-{_anchor(dataset)}", png, caption)],
                     )
                 )
     return sections
 
 
 def _cost(runs: Runs) -> Section:
-    cost = [row for prefix, results, peak in runs for row in plots.cost_rows(results, prefix, peak)]
-    return Section(
-        "cost",
-        "Cost vs robustness",
-        figure=plots.cost_pareto(cost),
-        caption="Training cost against worst-case robust accuracy at the largest eps; the dashed "
-        "line joins the Pareto-optimal models. Peak memory is shown when measured "
-        "(experiments: the peak resident memory of the process that ran the run).",
-        tables=[("", _cost_table(cost))] if cost else [],
-    )
+    """Cost vs robustness per dataset and threat model: a Pareto front only among comparable models."""
+    section = Section("cost", "Cost vs robustness")
+    rows = []
+    for (dataset, norm), group in _group(runs).items():
+        cost = [row for run in group for row in plots.cost_rows(run.results, run.prefix, run.peak_rss_mb)]
+        by_eps: dict[str, list[dict[str, Any]]] = {}
+        for row in cost:
+            by_eps.setdefault(str(row["eps"]), []).append(row)
+        for eps, points in by_eps.items():
+            png = plots.cost_pareto(points)
+            if png is None:
+                continue
+            section.figures.append(
+                Figure(
+                    f"cost-{_anchor(dataset)}-{_anchor(norm)}-{_anchor(eps)}",
+                    png,
+                    f"{dataset}, {norm} eps {eps}: training cost against worst-case robust accuracy at the "
+                    "largest eps; the dashed line joins the Pareto-optimal models of this dataset and "
+                    "budget. Peak memory is shown when measured (experiments: the peak resident memory of "
+                    "the process that ran the run).",
+                    f"{dataset}, {norm} eps {eps}",
+                )
+            )
+        rows += [{**row, "dataset": dataset} for row in cost]
+    if rows:
+        section.tables.append(("", _cost_table(rows)))
+    return section
 
 
 def _cost_table(cost: list[dict[str, Any]]) -> Table:
     header = [
+        "dataset",
         "model",
         "robust accuracy",
         "eps",
@@ -229,6 +397,7 @@ def _cost_table(cost: list[dict[str, Any]]) -> Table:
     ]
     rows = [
         [
+            r["dataset"],
             r["label"],
             f"{100 * r['robust']:.1f}%",
             str(r["eps"]),
@@ -252,17 +421,97 @@ def _anchor(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-") or "data"
 
 
-def _figure_section(id_: str, title: str, runs: list[tuple[str, dict[str, Any]]], fn: Any, caption: str) -> Section:
-    """One figure over several runs: model names prefixed by their run."""
-    merged = {"models": {prefix + n: m for prefix, r in runs for n, m in r["models"].items()}}
-    return Section(id_, title, figure=fn(merged), caption=caption)
+def _figure_section(id_: str, title: str, runs: Runs, fn: Any, caption: str) -> Section:
+    """One figure per dataset over its runs: model names prefixed by their run."""
+    section = Section(id_, title)
+    for (dataset, _), group in _group(runs, by_norm=False).items():
+        merged = {"models": {run.prefix + n: m for run in group for n, m in run.results["models"].items()}}
+        png = fn(merged)
+        if png is not None:
+            section.figures.append(Figure(f"{id_}-{_anchor(dataset)}", png, f"{dataset}: {caption}", dataset))
+    return section
+
+
+def _examples(runs: Runs) -> Section:
+    """Adversarial examples: image triplets crafted here, tabular evasions as the evaluation wrote them."""
+    section = Section("examples", "Adversarial examples")
+    for run in runs:
+        if run.path is None:
+            continue
+        where = f"{run.prefix}{run.results['data']}"
+        try:
+            if _tabular(run.results):
+                records = examples.tabular_records(run.path, run.results)
+                if records is not None:
+                    _tabular_examples(section, where, records)
+                elif "adversarial_file" not in run.results:
+                    section.paragraphs.append(
+                        f"{where}: no evasion records (evaluate with --save-adversarial FILE to show some)."
+                    )
+                else:
+                    section.paragraphs.append(
+                        f"{where}: the evasion records {run.results['adversarial_file']} or their "
+                        ".lines.csv sidecar are not found here."
+                    )
+                continue
+            shown = examples.image_examples(run.path, run.results)
+        except (BastionError, OSError, ValueError, RuntimeError) as exc:
+            section.paragraphs.append(f"{where}: no adversarial examples shown ({exc})")
+            continue
+        png = plots.adversarial_images(shown)
+        if png is None:
+            section.paragraphs.append(
+                f"{where}: no adversarial examples shown (the run's saved models or its data are not "
+                "available where the report runs)."
+            )
+            continue
+        e = shown[0]
+        section.figures.append(
+            Figure(
+                f"examples-{_anchor(run.prefix or run.results['data'])}",
+                png,
+                f"{where}: crafted for this report with {e.attack} at {e.norm} eps {e.eps:g} on the first "
+                f"{examples.EXAMPLE_POOL} test images of each saved model, up to {examples.EXAMPLES_SHOWN} per "
+                "model, first those the attack turned from correct to wrong (red title). Illustrations of "
+                "the budget only: the robustness figures come from the evaluation's own suite.",
+                where,
+            )
+        )
+    return section
+
+
+def _tabular_examples(section: Section, where: str, records: examples.TabularRecords) -> None:
+    header = ["field"]
+    for r in records.records:
+        side = r["sidecar"]
+        if r["original"] is not None:
+            header.append(f"row {side.get('row')}: line {side.get('line')}, original")
+        header.append(f"row {side.get('row')}: {side.get('attack')} (margin {side.get('margin')})")
+    rows = []
+    for i, column in enumerate(records.columns):
+        cells = [column]
+        for r in records.records:
+            changed = column in str(r["sidecar"].get("changed_fields", "")).split(";")
+            value = r["adversarial"][i] if i < len(r["adversarial"]) else ""
+            if r["original"] is not None:
+                cells.append(r["original"][i] if i < len(r["original"]) else "")
+            cells.append(Changed(value) if changed else value)
+        rows.append(cells)
+    of = "" if records.n_malicious is None else f" of {records.n_malicious} malicious rows"
+    section.paragraphs.append(
+        f"{where}: {records.n_written} evasions{of} written at eps {records.eps} to {records.file} (sidecar "
+        f"{records.file.name}.lines.csv); the first {len(records.records)} are shown as written, the fields the "
+        "attack changed highlighted. The label and extra columns are copied from the original row."
+    )
+    section.tables.append((f"{where}: evasion records", (header, rows)))
 
 
 def _overview(sources: list[Source]) -> Section:
     sec = Section("overview", "Overview")
     rows = []
     for s in sources:
-        for prefix, r, _ in s.runs:
+        for run in s.runs:
+            prefix, r = run.prefix, run.results
             env = r.get("environment", {})
             threat = r.get("threat", {})
             rows.append(
@@ -293,9 +542,14 @@ def _statistics(source: Source) -> Section:
     return sec
 
 
+def _md_cell(cell: str) -> str:
+    text = cell.replace("|", "\\|")
+    return f"**{text}**" if isinstance(cell, Changed) and text else text
+
+
 def _md_table(title: str, table: Table) -> str:
     header, rows = table
-    body = markdown_table(header, [[c.replace("|", "\\|") for c in r] for r in rows])
+    body = markdown_table(header, [[_md_cell(c) for c in r] for r in rows])
     return f"**{title}**\n\n{body}" if title else body
 
 
@@ -308,6 +562,8 @@ def _html_table(title: str, table: Table) -> str:
 
 
 def _cls(cell: str) -> str:
+    if isinstance(cell, Changed):
+        return "changed"
     return {"SUSPECT": "suspect", "pass": "pass", "skipped": "skipped"}.get(cell, "")
 
 
@@ -317,6 +573,7 @@ nav a { margin-right: 1em; } table { border-collapse: collapse; margin: 1em 0; f
 th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: left; vertical-align: top; }
 caption { text-align: left; font-weight: bold; padding: 0.3em 0; } img { max-width: 100%; }
 td.suspect { background: #fdd; font-weight: bold; } td.pass { background: #dfd; } td.skipped { color: #888; }
+td.changed { background: #ffe08a; font-weight: bold; } h3 { font-size: 1em; margin: 1.2em 0 0.3em; }
 figure { margin: 1em 0; } figcaption { font-size: 0.85em; color: #555; }
 """
 
@@ -364,11 +621,13 @@ def render_html(sections: list[Section], title: str) -> str:
         parts.append(f'<section id="{s.id}"><h2>{html.escape(s.title)}</h2>')
         parts += [f"<p>{html.escape(p)}</p>" for p in s.paragraphs]
         parts += [_html_table(t, table) for t, table in s.tables]
-        if s.figure is not None:
-            data = base64.b64encode(s.figure).decode("ascii")
+        for f in s.figures:
+            data = base64.b64encode(f.png).decode("ascii")
+            heading = f"<h3>{html.escape(f.title)}</h3>" if f.title and len(s.figures) > 1 else ""
+            alt = html.escape(f"{s.title}: {f.title}" if f.title else s.title)
             parts.append(
-                f'<figure><img id="fig-{s.id}" alt="{html.escape(s.title)}" src="data:image/png;base64,{data}">'
-                f"<figcaption>{html.escape(s.caption)}</figcaption></figure>"
+                f'{heading}<figure><img id="fig-{f.id}" alt="{alt}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{html.escape(f.caption)}</figcaption></figure>"
             )
         parts.append("</section>")
     parts.append("</body></html>")
@@ -383,10 +642,12 @@ def render_markdown(sections: list[Section], title: str, image_dir: Path) -> tup
         out += ["", f"## {s.title}", ""]
         out += [p + "\n" for p in s.paragraphs]
         out += [_md_table(t, table) + "\n" for t, table in s.tables]
-        if s.figure is not None:
-            name = f"{image_dir.name}/{s.id}.png"
-            images[name] = s.figure
-            out.append(f"![{s.title}]({name})\n\n*{s.caption}*")
+        for f in s.figures:
+            name = f"{image_dir.name}/{f.id}.png"
+            images[name] = f.png
+            if f.title and len(s.figures) > 1:
+                out.append(f"### {f.title}\n")
+            out.append(f"![{s.title}]({name})\n\n*{f.caption}*\n")
     return "\n".join(out) + "\n", images
 
 

@@ -6,6 +6,8 @@ GET  /healthz      the process is alive
 GET  /readyz       the model is loaded, warmed up and the batcher runs (503 otherwise)
 GET  /v1/model     the bundle manifest (input_shape, feature schema, defense, robustness) + limits
 GET  /metrics      Prometheus text format
+GET  /docs         Swagger UI, /redoc ReDoc: their scripts and styles served by the service itself
+                   (from the fastapi-offline package), so the pages work without network access
 
 Client errors are 4xx with ``{"detail": [{"loc", "msg", "type"}]}`` naming the field; 413 for bodies or
 batches over the limits, 503 when the batching queue is full, 504 when inference exceeds the timeout.
@@ -26,9 +28,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import fastapi_offline
 import torch
 from fastapi import Depends, FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -39,13 +44,17 @@ from bastion.errors import BastionError, ConfigError
 from bastion.service.audit import AuditLog
 from bastion.service.batching import MicroBatcher, QueueFull
 from bastion.service.engine import Predictor
-from bastion.service.inputs import RequestError, parse_images, parse_json, parse_npy
+from bastion.service.inputs import RequestError, parse_csv, parse_images, parse_json, parse_npy
 from bastion.service.metrics import Metrics
 from bastion.service.schemas import ErrorResponse, PredictResponse, predict_openapi
 
 log = logging.getLogger(__name__)
 
 ROUTES = ("/v1/predict", "/v1/model", "/healthz", "/readyz", "/metrics")
+#: Where the documentation pages' scripts and styles are served from (the service itself, never a CDN).
+DOCS_ASSETS = "/docs-assets"
+#: Swagger UI and ReDoc builds shipped inside the fastapi-offline wheel (a dependency of the serve extra).
+DOCS_ASSET_DIR = Path(fastapi_offline.__file__).parent / "static"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -259,7 +268,7 @@ async def parse_request(request: Request, spec: DatasetSpec, settings: ServiceSe
             body = await _read_body(request, settings.max_body_bytes)
     except TimeoutError:
         raise RequestError(f"request body not received within {settings.timeout_s:g} s", status=408) from None
-    ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    ctype, params = _content_type(request.headers.get("content-type", "application/json"))
     if ctype == "multipart/form-data":
         try:
             form = await request.form(max_files=settings.max_inputs, max_fields=settings.max_inputs)
@@ -280,19 +289,71 @@ async def parse_request(request: Request, spec: DatasetSpec, settings: ServiceSe
         return await asyncio.to_thread(parse_images, files, spec, max_inputs=settings.max_inputs)
     if ctype == "application/x-npy":
         return parse_npy(body, spec, max_inputs=settings.max_inputs)
+    if ctype == "text/csv":
+        header = params.get("header")
+        charset = params.get("charset", "utf-8")
+        if header not in (None, "present", "absent") or charset not in ("utf-8", "us-ascii"):
+            bad = f"header={header}" if header not in (None, "present", "absent") else f"charset={charset}"
+            msg = f"text/csv: unsupported parameter {bad} (header=present|absent, charset=utf-8)"
+            raise RequestError(msg[:300], loc=("header", "content-type"), status=415)
+        flag = None if header is None else header == "present"
+        return await asyncio.to_thread(parse_csv, body, spec, max_inputs=settings.max_inputs, header=flag)
     if ctype not in ("application/json", ""):
+        kinds = "application/json, application/x-npy, " + (
+            "text/csv" if spec.modality == "tabular" else "multipart/form-data"
+        )
         raise RequestError(
-            f"unsupported content type {ctype!r}: send application/json, application/x-npy or multipart/form-data"[
-                :300
-            ],
-            loc=("header", "content-type"),
-            status=415,
+            f"unsupported content type {ctype!r}: send {kinds}"[:300], loc=("header", "content-type"), status=415
         )
     try:
         obj = json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise RequestError(f"body is not valid JSON: {exc}"[:300], kind="json_invalid") from None
     return parse_json(obj, spec, max_inputs=settings.max_inputs)
+
+
+def _content_type(header: str) -> tuple[str, dict[str, str]]:
+    """("type/subtype", {parameter: value}) of a Content-Type header, lower-cased, quotes removed."""
+    kind, *rest = header.split(";")
+    params = {}
+    for part in rest:
+        key, _, value = part.partition("=")
+        params[key.strip().lower()] = value.strip().strip('"').lower()
+    return kind.strip().lower(), params
+
+
+def _add_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs and ReDoc at /redoc, their assets served from DOCS_ASSETS (works offline)."""
+    app.mount(DOCS_ASSETS, StaticFiles(directory=DOCS_ASSET_DIR), name="docs-assets")
+    title = app.title
+    redirect = app.swagger_ui_oauth2_redirect_url or "/docs/oauth2-redirect"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{title} - Swagger UI",
+            oauth2_redirect_url=f"{root}{redirect}",
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+        )
+
+    @app.get(redirect, include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{title} - ReDoc",
+            redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )
 
 
 def create_app(bundle: Bundle, settings: ServiceSettings | None = None) -> ASGIApp:
@@ -304,7 +365,21 @@ def create_app(bundle: Bundle, settings: ServiceSettings | None = None) -> ASGIA
         version=str(bundle.manifest.get("version")),
         lifespan=service.lifespan,
         responses={422: {"model": ErrorResponse}},
+        docs_url=None,
+        redoc_url=None,
     )
+    _add_docs(app)
+    predict_extra, request_schemas = predict_openapi(bundle.spec, settings.max_inputs)
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's schema plus the request models built from the bundle's spec (referenced by /v1/predict)."""
+        if app.openapi_schema is None:
+            schema = default_openapi()
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(request_schemas)
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
     authorized = [Depends(service.require_token)]
 
     @app.exception_handler(RequestError)
@@ -338,7 +413,7 @@ def create_app(bundle: Bundle, settings: ServiceSettings | None = None) -> ASGIA
         "/v1/predict",
         response_model=PredictResponse,
         dependencies=authorized,
-        openapi_extra=predict_openapi(),
+        openapi_extra=predict_extra,
         responses={413: {"model": ErrorResponse}, 503: {"model": ErrorResponse}, 504: {"model": ErrorResponse}},
     )
     async def predict(request: Request) -> JSONResponse:

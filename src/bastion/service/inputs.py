@@ -12,9 +12,11 @@ Three input forms, all validated against the bundle's dataset spec before anythi
 
 from __future__ import annotations
 
+import csv
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,7 +27,7 @@ from torch import Tensor
 from bastion.data.formats.image import UPLOAD_FORMATS, decode_image_bytes, resize, to_rgb
 from bastion.data.spec import DatasetSpec
 from bastion.data.tabular.preprocess import raw_violations
-from bastion.data.tabular.schema import FeatureKind
+from bastion.data.tabular.schema import FeatureKind, TabularSchema
 from bastion.errors import BastionError
 
 Loc = tuple[str | int, ...]
@@ -33,18 +35,50 @@ Loc = tuple[str | int, ...]
 MAX_IMAGE_PIXELS = 1 << 24
 
 
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a request: where (FastAPI-style ``loc``), what, and a stable kind."""
+
+    loc: Loc
+    msg: str
+    kind: str = "value_error"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"loc": list(self.loc), "msg": self.msg, "type": self.kind}
+
+
+#: Most problems one answer lists: a body of a thousand bad records gets a bounded reply.
+MAX_PROBLEMS = 50
+
+
 class RequestError(Exception):
-    """A client error: HTTP ``status`` with FastAPI-style detail ``[{loc, msg, type}]``."""
+    """A client error: HTTP ``status`` with FastAPI-style detail ``[{loc, msg, type}]``, one item per problem."""
 
     def __init__(self, msg: str, *, loc: Loc = ("body",), status: int = 422, kind: str = "value_error") -> None:
         super().__init__(msg)
         self.msg, self.loc, self.status, self.kind = msg, loc, status, kind
+        self.problems: tuple[Problem, ...] = (Problem(loc, msg, kind),)
+
+    @classmethod
+    def of(cls, problems: Sequence[Problem], *, status: int = 422) -> RequestError:
+        """Every problem found (at most MAX_PROBLEMS, then one item counting the rest)."""
+        if not problems:
+            raise ValueError("RequestError.of needs at least one problem")
+        err = cls(problems[0].msg, loc=problems[0].loc, status=status, kind=problems[0].kind)
+        shown = tuple(problems[:MAX_PROBLEMS])
+        if len(problems) > MAX_PROBLEMS:
+            rest = len(problems) - MAX_PROBLEMS
+            shown += (Problem(("body",), f"{rest} more problem(s) not listed", "too_many_errors"),)
+        err.problems = shown
+        return err
 
     def detail(self) -> list[dict[str, Any]]:
-        return [{"loc": list(self.loc), "msg": self.msg, "type": self.kind}]
+        return [p.to_dict() for p in self.problems]
 
 
 def _where(loc: Loc) -> str:
+    if len(loc) == 3 and loc[1] == "line":  # a text/csv record
+        return f"line {loc[2]}"
     out = ""
     for part in loc[1:]:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -84,64 +118,139 @@ def _array(obj: list[Any], shape: Sequence[int], loc: Loc) -> np.ndarray:
     return arr
 
 
-def _check_domain(x: Tensor, spec: DatasetSpec, locs: Sequence[Loc]) -> None:
+def _check_domain(x: Tensor, spec: DatasetSpec, locs: Sequence[Loc], named: frozenset[int] = frozenset()) -> None:
+    """Every input inside the model's domain; ``named``: positions that came as raw records (their hint
+    differs: the schema checks passed, so a rule of the domain's constraint set is broken)."""
     bad = ~spec.domain.is_feasible(x)
     if bad.any():
         i = int(bad.nonzero()[0])
         lower, upper = getattr(spec.domain, "lower", None), getattr(spec.domain, "upper", None)
         if spec.modality == "image" and lower is not None and upper is not None:
             hint = f"values must lie in [{float(lower.min()):g}, {float(upper.max()):g}]"
+        elif i in named:
+            hint = "the record passes the schema but breaks a rule of the model's constraint set"
         else:
             hint = "not a legal model-space row; send an object with named fields instead"
         raise RequestError(f"{_where(locs[i])}: outside the model's input domain ({hint})", loc=locs[i])
 
 
-def _records(items: list[tuple[int, dict[str, Any]]], spec: DatasetSpec) -> np.ndarray:
-    """Named-field records -> (len(items), D) model space through the bundle's fitted preprocessing."""
+#: Names where a problem lies, for messages: field None is the record itself.
+Where = Callable[[str | None], str]
+
+
+@dataclass(frozen=True)
+class _Record:
+    """One named-field record of a request: its location, how messages name it, and its raw values."""
+
+    loc: Loc
+    where: Where
+    values: Mapping[str, Any]
+
+
+def _preprocessor(spec: DatasetSpec, what: str, loc: Loc) -> Any:
     pre = getattr(spec.domain, "preprocessor", None)
     if pre is None:
-        i = items[0][0]
         raise RequestError(
-            f"inputs[{i}]: this {spec.modality} model takes nested lists of shape {list(spec.input_shape)}, "
-            "not objects",
-            loc=("body", "inputs", i),
+            f"{what}: this {spec.modality} model takes nested lists of shape {list(spec.input_shape)}, not objects",
+            loc=loc,
         )
-    schema = pre.schema
+    return pre
+
+
+def _field_problems(record: _Record, schema: TabularSchema) -> tuple[list[Problem], set[str]]:
+    """Unknown, missing and mistyped fields of one record, and the fields whose values cannot be checked."""
+    problems: list[Problem] = []
+    unusable: set[str] = set()
     names = schema.names
-    for i, record in items:
-        loc: Loc = ("body", "inputs", i)
-        for key in record:
-            if key not in names:
-                raise RequestError(
-                    f"inputs[{i}].{key}: unknown field (schema '{schema.name}' has {len(names)} fields; "
-                    "GET /v1/model lists them)",
-                    loc=(*loc, key),
-                    kind="extra_forbidden",
-                )
+    for key in record.values:
+        if key not in names:
+            msg = (
+                f"{record.where(key)}: unknown field (schema '{schema.name}' has {len(names)} fields; "
+                "GET /v1/model lists them)"
+            )
+            problems.append(Problem((*record.loc, key), msg[:300], "extra_forbidden"))
+    for feature in schema.features:
+        loc = (*record.loc, feature.name)
+        if feature.name not in record.values:
+            problems.append(Problem(loc, f"{record.where(feature.name)}: missing field", "missing"))
+            unusable.add(feature.name)
+            continue
+        value = record.values[feature.name]
+        if value is None:
+            problems.append(Problem(loc, f"{record.where(feature.name)}: missing value", "missing"))
+            unusable.add(feature.name)
+            continue
+        if feature.kind is FeatureKind.CATEGORICAL:
+            ok, want = isinstance(value, str), "a category text"
+        else:
+            ok, want = _is_number(value) and math.isfinite(value), "a finite number"
+        if not ok:
+            problems.append(Problem(loc, f"{record.where(feature.name)}: expected {want}, got {value!r}"[:300]))
+            unusable.add(feature.name)
+    return problems, unusable
+
+
+def _concerns(message: str, schema: TabularSchema) -> frozenset[str]:
+    """The features one ``raw_violations`` message is about (its column, relation or one-hot group)."""
+    for feature in schema.features:
+        if message.startswith(f"column '{feature.name}': "):
+            return frozenset({feature.name})
+    for rel in schema.relations:
+        if message.startswith(f"relation '{rel.name}': "):
+            return frozenset(rel.features)
+    for group in {f.group for f in schema.features if f.group is not None}:
+        if message.startswith(f"one-hot group '{group}': "):
+            return frozenset(f.name for f in schema.features if f.group == group)
+    return frozenset()
+
+
+def _check_records(records: Sequence[_Record], spec: DatasetSpec, what: str) -> tuple[np.ndarray | None, list[Problem]]:
+    """Named-field records -> ((N, D) model space through the bundle's fitted preprocessing, []), or
+    (None, every problem).
+
+    Every fault of every record is found, each naming its field: unknown, missing and mistyped fields
+    first, then what the raw validator finds (bounds, integer and discrete grids, categories, one-hot
+    groups, relations) on the fields that could be read.
+    """
+    pre = _preprocessor(spec, records[0].where(None), records[0].loc)
+    schema = pre.schema
+    per_record: list[list[Problem]] = []
+    unusable: list[set[str]] = []
+    rows = []
+    for record in records:
+        problems, bad = _field_problems(record, schema)
+        per_record.append(problems)
+        unusable.append(bad)
+        row = {}
         for feature in schema.features:
-            if feature.name not in record:
-                raise RequestError(
-                    f"inputs[{i}].{feature.name}: missing field", loc=(*loc, feature.name), kind="missing"
-                )
-            value = record[feature.name]
-            if feature.kind is FeatureKind.CATEGORICAL:
-                ok, want = isinstance(value, str), "a category text"
-            else:
-                ok, want = _is_number(value) and math.isfinite(value), "a finite number"
-            if not ok:
-                raise RequestError(
-                    f"inputs[{i}].{feature.name}: expected {want}, got {value!r}"[:300], loc=(*loc, feature.name)
-                )
-    df = pd.DataFrame([record for _, record in items], columns=list(names))
-    problems = raw_violations(df, schema, relations=True, limit=1)
+            value = None if feature.name in bad else record.values[feature.name]
+            row[feature.name] = (np.nan if value is None else value) if feature.is_numeric else value
+        rows.append(row)
+    df = pd.DataFrame(rows, columns=list(schema.names))
+    for i, message in raw_violations(df, schema, relations=True):
+        if _concerns(message, schema) & unusable[i]:
+            continue  # already reported as missing or mistyped
+        per_record[i].append(Problem(records[i].loc, f"{records[i].where(None)}: {message}"[:500]))
+    problems = [p for ps in per_record for p in ps]
     if problems:
-        row, reason = problems[0]
-        i = items[row][0]
-        raise RequestError(f"inputs[{i}]: {reason}"[:500], loc=("body", "inputs", i))
+        return None, problems
     try:
-        return pre.transform(df)
+        return pre.transform(df), []
     except BastionError as exc:
-        raise RequestError(f"inputs: {exc}"[:500], loc=("body", "inputs")) from None
+        raise RequestError(f"{what}: {exc}"[:500], loc=("body", what)) from None
+
+
+def _json_where(i: int) -> Where:
+    return lambda field: f"inputs[{i}]" if field is None else f"inputs[{i}].{field}"
+
+
+def _records(items: list[tuple[int, dict[str, Any]]], spec: DatasetSpec) -> np.ndarray:
+    """JSON objects with named raw fields -> (len(items), D) model space."""
+    records = [_Record(("body", "inputs", i), _json_where(i), record) for i, record in items]
+    x, problems = _check_records(records, spec, "inputs")
+    if x is None:
+        raise RequestError.of(problems)
+    return x
 
 
 def parse_json(obj: Any, spec: DatasetSpec, *, max_inputs: int) -> Tensor:
@@ -179,7 +288,126 @@ def parse_json(obj: Any, spec: DatasetSpec, *, max_inputs: int) -> Tensor:
     if records:
         x[[i for i, _ in records]] = _records(records, spec).reshape(len(records), *shape)
     batch = torch.from_numpy(x)
-    _check_domain(batch, spec, [("body", "inputs", i) for i in range(len(inputs))])
+    named = frozenset(i for i, _ in records)
+    _check_domain(batch, spec, [("body", "inputs", i) for i in range(len(inputs))], named)
+    return batch
+
+
+#: Field texts a data file uses for a missing value (what the tabular readers treat as missing).
+_MISSING_TEXT = frozenset({"", "?"})
+
+
+def _csv_value(text: str, numeric: bool) -> Any:
+    """A CSV field as a record value: a float for a numeric feature when the text is a plain number
+    (otherwise the text, which the type check then names), None for a missing value."""
+    if text in _MISSING_TEXT:
+        return None
+    if not numeric:
+        return text
+    if not text.isascii() or "_" in text:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _line_where(n: int) -> Where:
+    return lambda field: f"line {n}" if field is None else f"line {n}, column '{field}'"
+
+
+def _csv_fields(text: str) -> list[str]:
+    return [f.strip() for f in next(csv.reader([text]))]
+
+
+def parse_csv(body: bytes, spec: DatasetSpec, *, max_inputs: int, header: bool | None = None) -> Tensor:
+    """``text/csv``: one raw record per line, in the data file's own text form -> (N, D) model space.
+
+    Without a header line the fields are the features in schema order (GET /v1/model), optionally followed
+    by the label and the extra columns, as in a header-less data file (an NSL-KDD line pastes as is). A
+    first line at least half of whose fields are schema column names is a header (``header=present`` /
+    ``absent`` in the content type decides instead); the columns are then matched by name, and the label
+    and extras are ignored.
+    Blank lines are skipped. Every bad line is reported, each problem naming its line and field.
+
+    Raises:
+        RequestError: 415 for an image model; 413 above ``max_inputs`` records; 422 listing every problem,
+            ``loc`` ``["body", "line", N]`` (N: 1-based line of the body).
+    """
+    pre = getattr(spec.domain, "preprocessor", None)
+    if pre is None:
+        raise RequestError(
+            f"text/csv bodies are for tabular models; this {spec.modality} model takes application/json, "
+            "application/x-npy or multipart/form-data",
+            loc=("header", "content-type"),
+            status=415,
+        )
+    schema: TabularSchema = pre.schema
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RequestError(f"body: not valid UTF-8 text (byte {exc.start})", kind="csv_invalid") from None
+    lines = [(n, line) for n, line in enumerate(text.removeprefix("\ufeff").splitlines(), start=1) if line.strip()]
+    if not lines:
+        raise RequestError("body: no records (text/csv takes one raw record per line)", kind="missing")
+    try:
+        rows = [(n, _csv_fields(line)) for n, line in lines]
+    except csv.Error as exc:
+        raise RequestError(f"body: unreadable CSV: {exc}"[:300], kind="csv_invalid") from None
+    known = [*schema.names, schema.label, *schema.extras]
+    first_n, first = rows[0]
+    if header is None:  # a record whose fields are mostly column names is implausible; a header is not
+        header = 2 * sum(f in known for f in first) >= len(first)
+    columns: list[str] | None = None
+    if header:
+        columns = first
+        rows = rows[1:]
+        loc: Loc = ("body", "line", first_n)
+        dupes = sorted({c for c in columns if columns.count(c) > 1})
+        unknown = [c for c in columns if c not in known]
+        missing = [c for c in schema.names if c not in columns]
+        problems = [Problem(loc, f"line {first_n} (header): duplicate column(s) {dupes}"[:300])] if dupes else []
+        problems += [
+            Problem(loc, f"line {first_n} (header): column '{c}' is not in schema '{schema.name}'"[:300])
+            for c in unknown
+        ]
+        if missing:
+            shown = ", ".join(f"'{m}'" for m in missing[:10]) + (" ..." if len(missing) > 10 else "")
+            problems.append(Problem(loc, f"line {first_n} (header): missing column(s) {shown}"[:300], "missing"))
+        if problems:
+            raise RequestError.of(problems)
+        if not rows:
+            raise RequestError("body: a header line but no records", kind="missing")
+    if len(rows) > max_inputs:
+        raise RequestError(
+            f"body: {len(rows)} records exceed the limit of {max_inputs} per request", status=413, kind="too_large"
+        )
+    layouts = {len(schema.names): "the features", len(schema.names) + 1: "the features and the label"}
+    layouts.setdefault(len(known), "the features, the label and the extras")
+    records: list[_Record] = []
+    problems = []
+    for n, fields in rows:
+        names = columns if columns is not None else known[: len(fields)]
+        if columns is not None and len(fields) != len(columns):
+            problems.append(Problem(("body", "line", n), f"line {n}: {len(fields)} fields for {len(columns)} columns"))
+            continue
+        if columns is None and len(fields) not in layouts:
+            want = " or ".join(f"{k} ({v})" for k, v in sorted(layouts.items()))
+            problems.append(Problem(("body", "line", n), f"line {n}: expected {want} fields, found {len(fields)}"))
+            continue
+        values = {
+            name: _csv_value(value, schema.feature(name).is_numeric)
+            for name, value in zip(names, fields, strict=True)
+            if name in schema.names
+        }
+        records.append(_Record(("body", "line", n), _line_where(n), values))
+    x, found = _check_records(records, spec, "body") if records else (None, [])
+    problems += found
+    if x is None or problems:
+        problems.sort(key=lambda p: int(p.loc[2]))  # line order; each line's problems keep their order
+        raise RequestError.of(problems)
+    batch = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    _check_domain(batch, spec, [r.loc for r in records], frozenset(range(len(records))))
     return batch
 
 

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 #: Called after every batch with (epoch, batches done in epoch, batches per epoch).
 BatchHook = Callable[[int, int, int], None]
+#: Called after every epoch with its history entry and the events (stage policy, collapse) it recorded.
+EpochHook = Callable[[dict[str, Any], list[dict[str, Any]]], None]
 #: Data augmentation: (x on the device, generator) -> x of the same shape, inside the input domain.
 Augment = Callable[[Tensor, torch.Generator], Tensor]
 
@@ -267,6 +269,7 @@ def fit(
     augment: Augment | None = None,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
+    on_epoch: EpochHook | None = None,
 ) -> TrainingRecord:
     """Train ``model`` in place; return the cost and per-epoch history.
 
@@ -281,6 +284,7 @@ def fit(
             ``best.safetensors`` (weights) whenever PGD validation accuracy improves.
         resume: continue from ``checkpoint_dir/last.safetensors``; the run then ends with bitwise the
             same weights as an uninterrupted one with the same settings, seed and process count.
+        on_epoch: told each epoch's history entry and new events (run tracking: TensorBoard, MLflow).
 
     Under ``torch.distributed`` (see ``bastion.training.distributed``) each rank trains on its shard of
     every global batch of ``settings.batch_size`` examples and only rank 0 writes checkpoints.
@@ -302,7 +306,10 @@ def fit(
     for epoch in range(run.loop.epoch, schedule.total_epochs):
         if run.loop.stopped:
             break
+        n_events = len(run.record.events)
         _run_epoch(run, epoch, on_batch, augment)
+        if on_epoch is not None and run.record.history:
+            on_epoch(dict(run.record.history[-1]), list(run.record.events[n_events:]))
     return _finish(run)
 
 

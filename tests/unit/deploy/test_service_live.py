@@ -160,3 +160,19 @@ def test_a_trickled_body_times_out_with_408(image_bundle) -> None:
             s.sendall(_predict_bytes(b'{"inputs": [', declared=100))
             answer = s.recv(4096)
         assert answer.startswith(b"HTTP/1.1 408") and b"not received within 0.3 s" in answer
+
+
+def test_docs_pages_render_in_a_browser_without_network(live) -> None:
+    """Headless Chromium (no route to the internet here) renders Swagger UI and ReDoc from the service's
+    own assets: a page that still pointed at a CDN would come out blank."""
+    import shutil
+    import subprocess
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("headless Chromium not installed (Debian package 'chromium'; .ci/run tries to install it)")
+    server, _ = live
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000", "--dump-dom"]
+    for page, rendered in (("/docs", 'class="opblock opblock-post'), ("/redoc", "Download OpenAPI specification")):
+        dom = subprocess.run([chromium, *flags, server.url + page], capture_output=True, text=True, timeout=120).stdout
+        assert rendered in dom and "/v1/predict" in dom, (page, dom[:1000])

@@ -392,8 +392,9 @@ class ConstraintSet:
             return np.ones((n, 0), dtype=bool)
         atoms, when, then = self._atom_index
         ready = {f: prepared(columns[f]) for f in dict.fromkeys(a.feature for a in atoms)}
-        values = np.stack([a.evaluate(ready[a.feature]) for a in atoms], axis=1)
-        return ~_all_of(values, when) | _all_of(values, then)
+        # (A, N): one contiguous row per atom, so gathering a rule's atoms copies whole rows
+        values = np.stack([a.evaluate(ready[a.feature]) for a in atoms], axis=0)
+        return (~_all_of(values, when) | _all_of(values, then)).T
 
     @property
     def _atom_index(self) -> tuple[list[Atom], list[list[int]], list[list[int]]]:
@@ -460,14 +461,15 @@ class ConstraintSet:
 
 
 def _all_of(values: np.ndarray, groups: list[list[int]]) -> np.ndarray:
-    """(N, R): per group of atom indices, whether all hold; single-atom groups in one fancy index."""
-    out = np.empty((values.shape[0], len(groups)), dtype=bool)
+    """(R, N) from (A, N) atom values: per group of atom indices, whether all hold; single-atom groups in
+    one row gather."""
+    out = np.empty((len(groups), values.shape[1]), dtype=bool)
     single = [k for k, g in enumerate(groups) if len(g) == 1]
     if single:
-        out[:, single] = values[:, [groups[k][0] for k in single]]
+        out[single] = values[[groups[k][0] for k in single]]
     for k, g in enumerate(groups):
         if len(g) != 1:
-            out[:, k] = values[:, g].all(axis=1)
+            out[k] = values[g].all(axis=0)
     return out
 
 

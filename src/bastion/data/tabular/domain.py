@@ -292,16 +292,28 @@ class TabularDomain:
             return np.ones((len(x), 0), dtype=bool)
         columns = self._raw_frame(x, self._constraint_features)
         rules = self.constraints.rules_hold(columns) if self.rules else np.ones((len(x), 0), dtype=bool)
-        grids = np.ones((len(x), len(self.decimal_grids)), dtype=bool)
+        grids = np.ones((len(self.decimal_grids), len(x)), dtype=bool)
         for k, (name, grid) in enumerate(self.decimal_grids.items()):
-            grids[:, k] = grid.on_grid(self._raw_column(x, name, None))
-        return np.concatenate([rules, grids], axis=1)
+            grids[k] = grid.on_grid(self._raw_column(x, name, None))
+        # stacked one row per rule or grid (rules_hold's (N, R) is the transpose of such a block), then seen
+        # as (N, R + G): no column-wise copy of the N x R matrix
+        return np.concatenate([rules.T, grids], axis=0).T
+
+    def _required(self, x_ref: np.ndarray) -> np.ndarray:
+        """``_constraints_hold(x_ref)``, kept for the last reference seen: an attack repairs many proposals
+        against the same clean rows (the search: every round), and those rows' rules need one evaluation."""
+        cached = self.__dict__.get("_required_cache")
+        if cached is not None and cached[0].shape == x_ref.shape and np.array_equal(cached[0], x_ref):
+            return cached[1]
+        required = self._constraints_hold(x_ref)
+        self.__dict__["_required_cache"] = (x_ref.copy(), required)
+        return required
 
     def _fix_constraints(self, out: np.ndarray, x_ref: np.ndarray, cast: Any) -> np.ndarray:
         """Rules and grids the reference satisfies, restored by resets toward it (see the module docstring)."""
         if self.constraints is None or not (self.rules or self.decimal_grids):
             return out
-        required = self._constraints_hold(x_ref)
+        required = self._required(x_ref)
         n_rules = len(self.rules)
         for stage in ("then", "if"):
             broken = required & ~self._constraints_hold(out)

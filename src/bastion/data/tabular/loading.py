@@ -1,7 +1,8 @@
 """What a tabular dataset registers in ``DATASETS`` (:class:`TabularSource`) and how its SPEC becomes splits.
 
-Options follow the path after ``?`` (docs/data.md): ``on_bad_rows=drop|raise`` for every tabular
-dataset, plus what each one declares (``labels``, ``train``, ``schema``, ``header``).
+Options follow the path after ``?`` (docs/data.md): ``on_bad_rows=drop|raise``, ``rules=auto|shipped|PATH``
+and ``reject=ID,...`` (which mined rules training accepts, docs/tabular.md) for every tabular dataset, plus
+what each one declares (``labels``, ``train``, ``schema``, ``header``).
 
 The preprocessing is fitted on the training rows only and travels inside the spec's TabularDomain, so a
 saved model carries it. ``load_tabular(..., preprocessor=P)`` reads a file through a model's own
@@ -13,7 +14,7 @@ and find the dataset in the same registry; ``load_tabular`` also hands back the 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from bastion.data.catalog import DATASETS, open_source
-from bastion.data.source import DataSource, OptionParsers, one_of
+from bastion.data.source import DataSource, OptionParsers, one_of, verbatim
 from bastion.data.spec import Dataset, DatasetSpec, Split
 from bastion.data.splits import POOL_FRACTIONS, VAL_FRACTION, index_digest, stratified_split, validation_split
 from bastion.data.tabular.constraints import ConstraintSet, accepted_rules, shipped_constraints
@@ -37,9 +38,24 @@ log = logging.getLogger(__name__)
 #: (file, typed options) -> the file's schema-checked records.
 Reader = Callable[[Path, Mapping[str, Any]], TabularTable]
 
-#: Options every tabular dataset takes, and their defaults.
-COMMON_OPTIONS: OptionParsers = {"on_bad_rows": one_of("drop", "raise")}
-COMMON_DEFAULTS: Mapping[str, Any] = {"on_bad_rows": "drop"}
+
+def _rule_ids(text: str) -> tuple[str, ...]:
+    """``reject=r1a2b3c4d,r5e6f7a8b``: mined-rule ids, comma-separated."""
+    ids = tuple(part.strip() for part in text.split(",") if part.strip())
+    bad = [i for i in ids if not (len(i) == 9 and i[0] == "r" and all(c in "0123456789abcdef" for c in i[1:]))]
+    if bad:
+        raise ValueError(
+            f"expected mined-rule ids like r1a2b3c4d (from `python -m bastion.app.constraints mine`), got {bad}"
+        )
+    return ids
+
+
+#: Options every tabular dataset takes, and their defaults. ``rules``: which rules training accepts besides
+#: the shipped set: ``auto`` (every mined rule with support >= MINED_SUPPORT), ``shipped`` (none), or the path
+#: of a reviewed constraint file (bastion-constraints/1, e.g. written by ``constraints mine --out``), used as
+#: it is. ``reject``: mined-rule ids left out of ``auto``.
+COMMON_OPTIONS: OptionParsers = {"on_bad_rows": one_of("drop", "raise"), "rules": verbatim, "reject": _rule_ids}
+COMMON_DEFAULTS: Mapping[str, Any] = {"on_bad_rows": "drop", "rules": "auto", "reject": ()}
 
 
 @dataclass(frozen=True)
@@ -132,7 +148,7 @@ class TabularSource:
             info = {"method": "stratified", "fractions": list(POOL_FRACTIONS), "index_digest": index_digest(tr, va, te)}
         pre = TabularPreprocessor(tables["train"].schema).fit(tables["train"])
         dataset = Dataset(
-            _spec(source.text, pre, training_constraints(tables["train"], pre)),
+            _spec(source.text, pre, training_constraints(tables["train"], pre, options["rules"], options["reject"])),
             _split(tables["train"], pre),
             _split(tables["val"], pre),
             _split(tables["test"], pre),
@@ -224,22 +240,42 @@ def load_tabular(
 MINED_SUPPORT = 30
 
 
-def training_constraints(train: TabularTable, pre: TabularPreprocessor) -> ConstraintSet | None:
-    """The shipped constraint set with every rule no training row breaks (support >= MINED_SUPPORT) and the
-    training data's decimal grids accepted: what the attacks respect and the saved model carries."""
+def training_constraints(
+    train: TabularTable, pre: TabularPreprocessor, rules: str = "auto", reject: Sequence[str] = ()
+) -> ConstraintSet | None:
+    """What the attacks respect and the saved model carries: the shipped constraint set plus, by ``rules``,
+
+    - ``auto``: every rule no training row breaks (support >= MINED_SUPPORT) but those in ``reject`` (ids),
+      and the training data's decimal grids;
+    - ``shipped``: nothing more;
+    - a path: the rules, grids and relations of that reviewed constraint file (checked against the schema).
+
+    Raises:
+        ConfigError: ``reject`` with ``rules`` other than ``auto``, an id no mined rule has, or a bad file.
+        DataNotFoundError: the reviewed file does not exist.
+    """
     schema = pre.schema_
     shipped = shipped_constraints(schema)
-    if len(train) == 0:
+    if rules != "auto" and reject:
+        raise ConfigError(f"reject= applies to the automatically accepted mined rules (rules=auto), not rules={rules}")
+    if rules == "shipped" or len(train) == 0:
         return shipped
-    mined = accepted_rules(mine(train.features, schema, min_support=MINED_SUPPORT), schema.name)
+    if rules == "auto":
+        found = mine(train.features, schema, min_support=MINED_SUPPORT).without(reject)
+        extra = accepted_rules(found, schema.name)
+    else:
+        path = Path(rules).expanduser()
+        if not path.is_file():
+            raise DataNotFoundError(f"reviewed constraint file {path} (rules=) does not exist")
+        extra = ConstraintSet.from_yaml(path).check_schema(schema)
     if shipped is None:
-        return mined
-    # The shipped grid styles (fixed decimals) win over the mined ones (shortest).
+        return extra
+    # The shipped grid styles (fixed decimals) win over the mined or reviewed ones.
     return ConstraintSet(
         shipped.dataset,
-        shipped.merged(mined).rules,
-        {**mined.grids, **shipped.grids},
-        shipped.relations,
+        shipped.merged(extra).rules,
+        {**extra.grids, **shipped.grids},
+        shipped.relations + tuple(r for r in extra.relations if r not in shipped.relations),
         shipped.description,
     )
 

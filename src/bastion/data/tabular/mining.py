@@ -14,17 +14,19 @@ what an attack wrote: a record violates a mined rule if the rule held on its cle
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from bastion.data.tabular.schema import FeatureKind, TabularSchema
-from bastion.errors import ConfigError, DataFormatError
+from bastion.errors import ConfigError, DataFormatError, DataNotFoundError
 
-__all__ = ["MinedConstraints", "MinedRule", "audit", "mine"]
+__all__ = ["MinedConstraints", "MinedRule", "audit", "mine", "rule_id"]
 
 _ATOL = 1e-9
 
@@ -39,23 +41,34 @@ class MinedRule:
     then_value: Any
     support: int
     confidence: float
+    then_op: str = "eq"
 
     @property
     def name(self) -> str:
-        return f"{self.when_feature} = {self.when_value} => {self.then_feature} = {self.then_value}"
+        symbol = {"eq": "=", "le": "<=", "ge": ">="}[self.then_op]
+        return f"{self.when_feature} = {self.when_value} => {self.then_feature} {symbol} {self.then_value}"
+
+    @property
+    def id(self) -> str:
+        """A short stable id of the rule (:func:`rule_id` of its name), to reject it by."""
+        return rule_id(self.name)
 
     def holds(self, records: pd.DataFrame) -> np.ndarray:
         """(N,) bool: the ``if`` fails or the ``then`` holds."""
-        return ~_equals(records[self.when_feature], self.when_value) | _equals(
-            records[self.then_feature], self.then_value
-        )
+        if self.then_op == "eq":
+            then = _equals(records[self.then_feature], self.then_value)
+        else:
+            x = np.asarray(pd.to_numeric(records[self.then_feature], errors="coerce"), dtype=np.float64)
+            slack = _ATOL * (1.0 + abs(float(self.then_value)))
+            then = x <= self.then_value + slack if self.then_op == "le" else x >= self.then_value - slack
+        return ~_equals(records[self.when_feature], self.when_value) | then
 
     def to_dict(self) -> dict[str, Any]:
         """The constraint-file form of this rule."""
         return {
             "name": self.name,
             "if": {self.when_feature: {"eq": self.when_value}},
-            "then": {self.then_feature: {"eq": self.then_value}},
+            "then": {self.then_feature: {self.then_op: self.then_value}},
             "support": self.support,
             "confidence": round(self.confidence, 6),
         }
@@ -81,6 +94,23 @@ class MinedConstraints:
         """The rules no training row breaks: candidate hard constraints."""
         return tuple(r for r in self.rules if r.confidence >= 1.0)
 
+    def without(self, rejected: Iterable[str]) -> MinedConstraints:
+        """The same candidates minus the rules named in ``rejected`` (by id or by full name).
+
+        Raises:
+            ConfigError: an entry names no mined rule (a typo, or a rule mined from other data); the
+                message lists them, so a rejection never silently does nothing.
+        """
+        wanted = {str(r).strip() for r in rejected} - {""}
+        known = {r.id for r in self.rules} | {r.name for r in self.rules}
+        unknown = sorted(wanted - known)
+        if unknown:
+            raise ConfigError(
+                f"no mined rule has the id or name {unknown} ({len(self.rules)} rules mined from {self.n_rows} rows; "
+                "`python -m bastion.app.constraints mine DATA` lists them with their ids)"
+            )
+        return replace(self, rules=tuple(r for r in self.rules if r.id not in wanted and r.name not in wanted))
+
     def to_constraint_dict(self, dataset: str, *, text: Mapping[str, str] | None = None) -> dict[str, Any]:
         """A constraint file (bastion-constraints/1) of the hard rules and the grids, for a user to review.
 
@@ -98,6 +128,29 @@ class MinedConstraints:
             "grids": [{"features": names, "decimals": d, "text": t} for (d, t), names in grids.items()],
             "rules": [r.to_dict() for r in self.hard()],
         }
+
+
+def rule_id(name: str) -> str:
+    """``r`` and the first 8 hex digits of the SHA-256 of a rule's name: the same rule gets the same id on
+    any file and in any run, so a rejection list stays valid when the training data grows."""
+    return "r" + hashlib.sha256(name.encode("utf-8")).hexdigest()[:8]
+
+
+def read_rejections(path: str | Path) -> list[str]:
+    """Rule ids or names, one a line, from a review file (``#`` starts a comment; blank lines are skipped).
+
+    Raises:
+        DataNotFoundError: the file does not exist.
+    """
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise DataNotFoundError(f"rejected-rules file {file} does not exist")
+    out = []
+    for line in file.read_text(encoding="utf-8").splitlines():
+        entry = line.split("#", 1)[0].strip()
+        if entry:
+            out.append(entry)
+    return out
 
 
 def _atoms(df: pd.DataFrame, schema: TabularSchema, min_support: int) -> tuple[list[tuple[str, Any]], np.ndarray]:
@@ -129,6 +182,35 @@ def _atoms(df: pd.DataFrame, schema: TabularSchema, min_support: int) -> tuple[l
     return atoms, matrix
 
 
+def _range_rules(
+    records: pd.DataFrame, schema: TabularSchema, atoms: list[tuple[str, Any]], matrix: np.ndarray
+) -> list[MinedRule]:
+    """``atom => Y <= max(Y | atom)`` and ``atom => Y >= min(Y | atom)`` for every continuous or integer Y
+    whose range on the atom's rows is a proper, non-degenerate part of its training range."""
+    numeric = [f.name for f in schema.features if f.kind in (FeatureKind.CONTINUOUS, FeatureKind.INTEGER)]
+    if not numeric:
+        return []
+    values = np.stack([np.asarray(pd.to_numeric(records[c], errors="coerce"), dtype=np.float64) for c in numeric], 1)
+    finite = np.isfinite(values)
+    lo_all = np.where(finite, values, np.inf).min(axis=0)
+    hi_all = np.where(finite, values, -np.inf).max(axis=0)
+    out: list[MinedRule] = []
+    for a, (feature, value) in enumerate(atoms):
+        rows = matrix[:, a]
+        support = int(rows.sum())
+        sub, ok = values[rows], finite[rows]
+        lo = np.where(ok, sub, np.inf).min(axis=0)
+        hi = np.where(ok, sub, -np.inf).max(axis=0)
+        for j, name in enumerate(numeric):
+            if name == feature or not (np.isfinite(lo[j]) and lo[j] < hi[j]):
+                continue
+            for op, bound, edge in (("le", hi[j], hi_all[j]), ("ge", lo[j], lo_all[j])):
+                if bound != edge:
+                    shown = int(bound) if float(bound).is_integer() else float(bound)
+                    out.append(MinedRule(feature, value, name, shown, support, 1.0, then_op=op))
+    return out
+
+
 def decimals_of(values: np.ndarray, max_decimals: int = 12) -> int:
     """Smallest d <= max_decimals such that every finite value is a multiple of 10**-d (max_decimals if none)."""
     x = np.asarray(values, dtype=np.float64)
@@ -147,6 +229,7 @@ def mine(
     min_support: int = 30,
     min_confidence: float = 1.0,
     max_decimals: int = 12,
+    ranges: bool = False,
 ) -> MinedConstraints:
     """Implication rules between equality atoms and the decimal grids of continuous features (those with
     at least two distinct values).
@@ -155,6 +238,10 @@ def mine(
         records: raw training records (schema columns).
         min_support: fewest training rows where a rule's ``if`` holds; below it a rule at 100% proves little.
         min_confidence: lowest confidence listed (1.0: only rules no training row breaks).
+        ranges: also list range rules ``atom => Y <= max`` / ``atom => Y >= min``: the range a numeric feature
+            keeps on the rows where the atom holds, where it is narrower than on all training rows (and not a
+            single value, which an equality rule already says). Off by default: they are many, and a maximum
+            seen in training is a weaker promise than an equality never broken; review them before accepting.
 
     A rule is left out when its ``then`` holds on every training row anyway (a constant column: the box
     already says so) or reads the same feature as its ``if``.
@@ -182,6 +269,8 @@ def mine(
             rules.append(
                 MinedRule(atoms[i][0], atoms[i][1], atoms[j][0], atoms[j][1], int(support[i]), float(confidence[i, j]))
             )
+    if ranges and atoms and n:
+        rules += _range_rules(records, schema, atoms, matrix)
     rules.sort(key=lambda r: (-r.confidence, -r.support, r.name))
     decimals = {}
     for f in schema.features:
@@ -236,6 +325,6 @@ def audit(records: pd.DataFrame, originals: pd.DataFrame, mined: MinedConstraint
     }
 
 
-def rules_table(rules: Sequence[MinedRule], limit: int = 20) -> list[tuple[str, int, float]]:
-    """(rule, support, confidence) of the first ``limit`` rules, for printing."""
-    return [(r.name, r.support, r.confidence) for r in rules[:limit]]
+def rules_table(rules: Sequence[MinedRule], limit: int = 20) -> list[tuple[str, str, int, float]]:
+    """(id, rule, support, confidence) of the first ``limit`` rules, for printing."""
+    return [(r.id, r.name, r.support, r.confidence) for r in rules[:limit]]
