@@ -96,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", nargs="*", default=None, help="subset of methods to run")
     p.add_argument("--policy", choices=["fixed", "gap"], default="gap", help="progressive TRADES transition policy")
     p.add_argument("--policy-gap", type=float, default=GapPolicy().gap)
+    p.add_argument("--policy-confidence", type=float, default=GapPolicy().confidence)
+    p.add_argument("--policy-examples", type=int, default=GapPolicy().examples)
     p.add_argument(
         "--schedule",
         action="append",
@@ -132,7 +134,12 @@ def main(argv: list[str] | None = None) -> int:
         settings = TrainSettings(batch_size=args.batch_size, val_examples=200, lr=1e-3)
         base = MethodConfig(epochs=args.epochs, eps=args.eps, n_steps=args.steps, beta=args.beta)
         policy = (
-            GapPolicy(gap=args.policy_gap, max_steps=args.steps, examples=GapPolicy().examples)
+            GapPolicy(
+                gap=args.policy_gap,
+                max_steps=args.steps,
+                confidence=args.policy_confidence,
+                examples=args.policy_examples,
+            )
             if args.policy == "gap"
             else None
         )

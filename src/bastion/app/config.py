@@ -54,7 +54,8 @@ class TrainConfig(StrictConfig):
     # Issue 15: adaptive stage transitions (progressive-trades; see docs/training.md).
     policy: Literal["fixed", "gap"] = "fixed"
     policy_gap: float = Field(default=0.2, gt=0, lt=1)
-    policy_examples: int = Field(default=100, ge=1)
+    policy_examples: int = Field(default=300, ge=1)
+    policy_confidence: float = Field(default=0.95, ge=0.5, lt=1)
     policy_warmup: int = Field(default=2, ge=0)
     policy_max_steps: int | None = Field(default=None, ge=1)
 

@@ -24,8 +24,9 @@ class MethodConfig:
     ``static_models``: ensemble-at's pre-trained model folders; ``single_step_epochs``: a cheap first stage
     for progressive-trades. ``policy``: ``fixed`` (the stages as written) or ``gap`` (progressive-trades
     only: strengthen the attack when a cheap attack's validation accuracy exceeds a strong one's by more
-    than ``policy_gap``; at most ``policy_max_steps`` steps, default ``n_steps``; measured on
-    ``policy_examples`` validation examples, never in the first ``policy_warmup`` epochs; see ``GapPolicy``).
+    than ``policy_gap`` at ``policy_confidence``; at most ``policy_max_steps`` steps, default ``n_steps``;
+    measured on ``policy_examples`` validation examples, never in the first ``policy_warmup`` epochs; see
+    ``GapPolicy``).
     """
 
     epochs: int = 10
@@ -46,7 +47,8 @@ class MethodConfig:
     static_models: tuple[str, ...] = ()
     policy: Literal["fixed", "gap"] = "fixed"
     policy_gap: float = 0.2
-    policy_examples: int = 100
+    policy_examples: int = 300
+    policy_confidence: float = 0.95
     policy_warmup: int = 2
     policy_max_steps: int | None = None
 
@@ -60,6 +62,7 @@ class MethodConfig:
             gap=self.policy_gap,
             warmup=self.policy_warmup,
             examples=self.policy_examples,
+            confidence=self.policy_confidence,
             max_steps=self.policy_max_steps if self.policy_max_steps is not None else self.n_steps,
         )
 

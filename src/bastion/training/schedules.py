@@ -7,10 +7,14 @@ The progressive multi-stage TRADES schedule grows eps and attack steps stage by 
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from bastion.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,13 +70,16 @@ class GapPolicy:
     """The ``gap`` transition policy: strengthen the inner attack when a cheap attack overstates robustness.
 
     After every epoch the trainer attacks the first ``examples`` validation examples (held out from
-    training, the same ones every epoch) twice at the stage's eps: with a fresh copy of the stage's attack
-    (its steps at their default step size, 1.25 eps for one step as in FGSM-RS; cross-entropy, uniform
-    start; a carried stage's small step is sized for accumulation over epochs, not for one visit) and with
-    a stronger one (PGD-``strong_steps`` with ``strong_restarts`` random restarts). If the cheap attack's
-    accuracy exceeds the strong one's by more than ``gap`` (the signature of gradient masking and of
-    catastrophic overfitting), every later epoch uses ``factor`` x the attack steps (at least one more, at
-    most ``max_steps``; the stage's step size is kept). The first ``warmup`` epochs are measured but never
+    training, the same ones every epoch) with a fresh copy of the stage's attack (its steps at their
+    default step size, 1.25 eps for one step as in FGSM-RS; cross-entropy, uniform start; a carried
+    stage's small step is sized for accumulation over epochs, not for one visit), then attacks the examples
+    it did not break with a stronger one (PGD-``strong_steps`` with ``strong_restarts`` random restarts).
+    The gap is the fraction of examples the cheap attack leaves standing and the strong one breaks: the
+    signature of gradient masking and of catastrophic overfitting. It is a proportion measured on a few
+    hundred examples, so the policy acts on evidence, not on noise: only when the one-sided lower
+    ``confidence`` bound of the gap (normal approximation) exceeds ``gap`` do later epochs use ``factor`` x
+    the attack steps (at least one more, at most ``max_steps``; the stage's step size is kept). With
+    ``confidence`` 0.5 the point estimate decides. The first ``warmup`` epochs are measured but never
     trigger: early in training every model, TRADES with 5 steps included, shows a large gap between one
     and ten steps. Each measurement goes into the epoch's history; each transition, with its reason, into
     the record's events. Its passes are counted as training compute (also reported separately as
@@ -84,7 +91,8 @@ class GapPolicy:
     name: Literal["gap"] = "gap"
     gap: float = 0.2
     warmup: int = 2
-    examples: int = 100
+    examples: int = 300
+    confidence: float = 0.95
     strong_steps: int = 10
     strong_restarts: int = 1
     factor: int = 2
@@ -99,10 +107,22 @@ class GapPolicy:
             value = getattr(self, key)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"policy {key} must be an integer >= 1, got {value!r}")
+        if not 0.5 <= self.confidence < 1:
+            raise ConfigError(f"policy confidence must be in [0.5, 1), got {self.confidence}")
         if not isinstance(self.warmup, int) or self.warmup < 0:
             raise ConfigError(f"policy warmup must be an integer >= 0, got {self.warmup!r}")
         if not isinstance(self.factor, int) or self.factor < 2:
             raise ConfigError(f"policy factor must be an integer >= 2, got {self.factor!r}")
+
+    def lower_bound(self, broken: Tensor) -> float:
+        """One-sided lower ``confidence`` bound of the gap from per-example outcomes (True: the cheap attack
+        left the example standing and the strong one broke it)."""
+        n = broken.numel()
+        if n == 0:
+            return 0.0
+        p = float(broken.float().mean())
+        z = statistics.NormalDist().inv_cdf(self.confidence)
+        return p - z * math.sqrt(p * (1 - p) / n)
 
     def strengthened(self, n_steps: int) -> int:
         """The step count after a transition from ``n_steps`` (never beyond ``max_steps``)."""

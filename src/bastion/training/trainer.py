@@ -463,18 +463,25 @@ def _apply_policy(
     rng = torch.Generator(device=held_out.x.device).manual_seed(run.seed + 4)
     cheap = PGD(n_steps=stage.n_steps, rel_step_size=replace(stage, rel_step_size=None).step_fraction)
     strong = PGD(n_steps=policy.strong_steps, n_restarts=policy.strong_restarts)
-    cheap_acc = robust_accuracy(counted, held_out, cheap, threat, rng=rng).accuracy
-    strong_acc = robust_accuracy(counted, held_out, strong, threat, rng=rng).accuracy
+    cheap_correct = robust_accuracy(counted, held_out, cheap, threat, rng=rng).correct
+    standing = Split(held_out.x[cheap_correct], held_out.y[cheap_correct])
+    broken = torch.zeros_like(cheap_correct)
+    if len(standing):  # the strong attack runs on the cheap attack's survivors only
+        broken[cheap_correct] = ~robust_accuracy(counted, standing, strong, threat, rng=rng).correct
     run.loop.policy_backward += run.counter.backward - before
-    gap = cheap_acc - strong_acc
+    cheap_acc = float(cheap_correct.float().mean())
+    gap = float(broken.float().mean())
+    strong_acc = cheap_acc - gap  # the worst case of the two attacks
+    bound = policy.lower_bound(broken)
     entry.update(
         {
             "policy_cheap_acc": round(cheap_acc, 4),
             "policy_strong_acc": round(strong_acc, 4),
             "policy_gap": round(gap, 4),
+            "policy_gap_lower": round(bound, 4),
         }
     )
-    if gap <= policy.gap or epoch < policy.warmup or epoch + 1 >= run.schedule.total_epochs:
+    if bound <= policy.gap or epoch < policy.warmup or epoch + 1 >= run.schedule.total_epochs:
         return
     to_steps = policy.strengthened(stage.n_steps)
     event: dict[str, Any] = {
@@ -485,19 +492,26 @@ def _apply_policy(
         "cheap_acc": round(cheap_acc, 4),
         "strong_acc": round(strong_acc, 4),
         "gap": round(gap, 4),
+        "gap_lower": round(bound, 4),
+        "confidence": policy.confidence,
+        "examples": len(held_out),
         "threshold": policy.gap,
         "from_steps": stage.n_steps,
         "to_steps": to_steps,
     }
     if to_steps <= stage.n_steps:
         event["action"] = "none"
-        event["reason"] = f"gap {gap:.3f} > {policy.gap} but the attack is already at max_steps {policy.max_steps}"
+        event["reason"] = (
+            f"gap {gap:.3f} (lower bound {bound:.3f}) > {policy.gap} but the attack is already at max_steps "
+            f"{policy.max_steps}"
+        )
     else:
         run.loop.policy_steps = to_steps
         event["action"] = "strengthen"
         event["reason"] = (
             f"{stage.n_steps}-step attack accuracy {cheap_acc:.3f} exceeds PGD-{policy.strong_steps}x"
-            f"{policy.strong_restarts} accuracy {strong_acc:.3f} by {gap:.3f} > {policy.gap}: "
+            f"{policy.strong_restarts} accuracy {strong_acc:.3f} by {gap:.3f} on {len(held_out)} examples "
+            f"({policy.confidence:.0%} lower bound {bound:.3f} > {policy.gap}): "
             f"{to_steps} steps from epoch {epoch + 1} on"
         )
     run.record.events.append(event)

@@ -103,7 +103,9 @@ class _Interrupt(Exception):
 
 def _run(data: Dataset, directory: Path, *, interrupt_at: tuple[int, int] | None = None, resume: bool = False):
     objective, schedule = build_method(
-        "progressive-trades", MethodConfig(eps=0.2, stages=tuple(CARRY), policy="gap", policy_gap=0.01, n_steps=3)
+        "progressive-trades", MethodConfig(
+            eps=0.2, stages=tuple(CARRY), policy="gap", policy_gap=0.01, policy_confidence=0.5, n_steps=3
+        )
     )
     model = tiny()
 
@@ -151,11 +153,16 @@ def _fake_accuracy(cheap: float, strong: float):
     """robust_accuracy as if the stage's attack (few steps) reported ``cheap`` and PGD-10 ``strong``."""
 
     class Result:
-        def __init__(self, accuracy: float) -> None:
-            self.accuracy = accuracy
+        def __init__(self, correct: torch.Tensor) -> None:
+            self.correct = correct
 
     def fake(model, split, attack, threat, rng=None, **kwargs):
-        return Result(strong if attack.n_steps >= 10 else cheap)
+        n = len(split)
+        if attack.n_steps < 10:  # the cheap attack, on every held-out example
+            return Result(torch.arange(n) < round(cheap * n))
+        # PGD-10 on the cheap attack's survivors: all but a ``strong`` fraction of the whole batch break
+        total = round(n / cheap)
+        return Result(torch.arange(n) < round(strong * total))
 
     return fake
 
@@ -177,9 +184,29 @@ def test_an_injected_gap_strengthens_the_attack_and_is_recorded(
         (2, 1, 2, "strengthen"),
         (3, 2, 4, "strengthen"),
     ]
-    assert transitions[0]["gap"] == pytest.approx(0.5) and "exceeds PGD-10x1" in transitions[0]["reason"]
-    assert all(h["policy_gap"] == pytest.approx(0.5) for h in record.history)
+    assert transitions[0]["gap"] == pytest.approx(0.5, abs=0.02) and "exceeds PGD-10x1" in transitions[0]["reason"]
+    assert 0.2 < transitions[0]["gap_lower"] < transitions[0]["gap"]
+    assert all(h["policy_gap"] == pytest.approx(0.5, abs=0.02) for h in record.history)
     assert record.to_dict()["policy"]["name"] == "gap"
+
+
+def test_the_policy_acts_on_evidence_not_on_noise() -> None:
+    policy = GapPolicy()  # gap 0.2 at 95% confidence
+    # 25 of 100 examples broken only by the strong attack: a gap of 0.25, but 0.2 is within its noise
+    assert policy.lower_bound(torch.arange(100) < 25) < policy.gap
+    # the same gap on 300 examples is evidence
+    assert policy.lower_bound(torch.arange(300) < 75) > policy.gap
+    assert GapPolicy(confidence=0.5).lower_bound(torch.arange(100) < 25) == pytest.approx(0.25)
+    with pytest.raises(ConfigError, match="confidence"):
+        GapPolicy(confidence=0.3)
+
+
+@settings(max_examples=50, deadline=None)
+@given(n=st.integers(1, 500), k=st.integers(0, 500), confidence=st.floats(0.5, 0.999))
+def test_the_policy_bound_never_exceeds_the_measured_gap(n: int, k: int, confidence: float) -> None:
+    broken = torch.arange(n) < min(k, n)
+    bound = GapPolicy(confidence=confidence).lower_bound(broken)
+    assert bound <= float(broken.float().mean()) + 1e-12
 
 
 def fit_small(data: Dataset, objective: Any, schedule: Any) -> Any:
