@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "tabular"))
-from tabular_fixtures import CLAMP_HEADER, clamp_line, kdd_line
+from tabular_fixtures import CLAMP_HEADER, clamp_line, kdd_line, train_mlp
 
-from bastion.app.config import EvalConfig, TrainConfig
+from bastion.app.config import EvalConfig
 from bastion.app.evaluate import run_evaluate
-from bastion.app.train import run_train
 from bastion.data import load_dataset
 from bastion.errors import DataFormatError
 
@@ -47,18 +46,7 @@ def test_nsl_kdd_with_one_class_or_no_rows(tmp_path: Path) -> None:
 def test_evaluation_without_malicious_rows_is_refused(tmp_path: Path) -> None:
     train = tmp_path / "KDDTrain+.txt"
     train.write_text(_kdd(60, 2))
-    cfg = TrainConfig.parse(
-        {
-            "data": f"nsl-kdd:{train}",
-            "model": "mlp",
-            "model_options": {"hidden": [8]},
-            "method": "standard",
-            "epochs": 1,
-            "val_examples": 0,
-            "device": "cpu",
-        }
-    )
-    run_train(cfg, tmp_path / "run")
+    train_mlp(f"nsl-kdd:{train}", tmp_path / "run")
     benign = tmp_path / "benign.txt"
     benign.write_text(_kdd(30, None))
     ecfg = EvalConfig.parse({"data": f"nsl-kdd:{benign}", "suite": "quick", "eps": [0.1], "device": "cpu"})

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
 from bastion.data.sources.cic_ids2017 import cic_ids2017_schema
 from bastion.data.sources.nsl_kdd import nsl_kdd_schema
 from bastion.data.sources.phishing import phishing_schema
@@ -24,6 +29,41 @@ def kdd_fields(**overrides: str) -> list[str]:
 
 def kdd_line(**overrides: str) -> str:
     return ",".join(kdd_fields(**overrides))
+
+
+KDD_SERVICES = ("http", "smtp", "ftp", "private")
+
+
+def kdd_rows(n: int, seed: int) -> list[str]:
+    """n valid NSL-KDD lines, every other one an attack; attacks have short connections with many SYN
+    errors (learnable by a tiny MLP in a few epochs)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        attack = i % 2 == 1
+        out.append(
+            kdd_line(
+                service=KDD_SERVICES[int(rng.integers(len(KDD_SERVICES)))],
+                src_bytes=str(int(rng.integers(0, 300 if attack else 5000))),
+                count=str(int(rng.integers(100, 300) if attack else rng.integers(1, 20))),
+                serror_rate=f"{rng.uniform(0.6, 1.0) if attack else rng.uniform(0, 0.2):.2f}",
+                attack="neptune" if attack else "normal",
+                difficulty=str(int(rng.integers(10, 22))),
+            )
+        )
+    return out
+
+
+def train_mlp(data: str, out: Path, *, hidden: int = 8, **options: Any) -> Path:
+    """Train a small MLP on ``data`` into the run folder ``out`` (standard, 1 epoch, no validation, CPU,
+    unless ``options`` say otherwise); the folder."""
+    from bastion.app.config import TrainConfig
+    from bastion.app.train import run_train
+
+    base = {"data": data, "model": "mlp", "model_options": {"hidden": [hidden]}, "method": "standard"}
+    cfg = TrainConfig.parse({**base, "epochs": 1, "val_examples": 0, "device": "cpu", **options})
+    run_train(cfg, out)
+    return out
 
 
 def phishing_fields(result: str = "-1", **overrides: str) -> list[str]:

@@ -7,57 +7,24 @@ import csv
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
-from tabular_fixtures import kdd_line
+from tabular_fixtures import kdd_rows, train_mlp
 
-from bastion.app.config import EvalConfig, TrainConfig
+from bastion.app.config import EvalConfig
 from bastion.app.evaluate import run_evaluate
-from bastion.app.train import run_train
 from bastion.data.sources.nsl_kdd import nsl_kdd_schema
 from bastion.render import examples
 from bastion.render.report import write_report
-
-SERVICES = ("http", "smtp", "ftp", "private")
-
-
-def _rows(n: int, seed: int) -> list[str]:
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        attack = i % 2 == 1
-        out.append(
-            kdd_line(
-                service=SERVICES[int(rng.integers(len(SERVICES)))],
-                src_bytes=str(int(rng.integers(0, 300 if attack else 5000))),
-                count=str(int(rng.integers(100, 300) if attack else rng.integers(1, 20))),
-                serror_rate=f"{rng.uniform(0.6, 1.0) if attack else rng.uniform(0, 0.2):.2f}",
-                attack="neptune" if attack else "normal",
-            )
-        )
-    return out
 
 
 @pytest.fixture(scope="module")
 def kdd_eval(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     root = tmp_path_factory.mktemp("kdd-report")
     train = root / "KDDTrain+.txt"
-    train.write_text("\n".join(_rows(120, 0)) + "\n")
-    cfg = TrainConfig.parse(
-        {
-            "data": f"nsl-kdd:{train}",
-            "model": "mlp",
-            "model_options": {"hidden": [16]},
-            "method": "standard",
-            "epochs": 3,
-            "batch_size": 32,
-            "val_examples": 0,
-            "device": "cpu",
-        }
-    )
-    run_train(cfg, root / "run")
+    train.write_text("\n".join(kdd_rows(120, 0)) + "\n")
+    train_mlp(f"nsl-kdd:{train}", root / "run", hidden=16, epochs=3, batch_size=32)
     test = root / "KDDTest+.txt"
-    test.write_text("\n".join(_rows(24, 5)) + "\n")
+    test.write_text("\n".join(kdd_rows(24, 5)) + "\n")
     adv = root / "adv.txt"
     ecfg = EvalConfig.parse(
         {"data": f"nsl-kdd:{test}", "suite": "tabular", "eps": [0.3], "save_adversarial": str(adv), "device": "cpu"}

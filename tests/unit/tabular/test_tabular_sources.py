@@ -12,12 +12,11 @@ import pytest
 import torch
 from synthetic import SCHEMA
 from synthetic import records as synthetic_records
-from tabular_fixtures import CLAMP_HEADER, clamp_line, kdd_line, phishing_arff, phishing_fields
+from tabular_fixtures import CLAMP_HEADER, clamp_line, kdd_line, kdd_rows, phishing_arff, phishing_fields, train_mlp
 
-from bastion.app.config import EvalConfig, TrainConfig
+from bastion.app.config import EvalConfig
 from bastion.app.evaluate import run_evaluate
 from bastion.app.evaluate_tabular import model_domain
-from bastion.app.train import run_train
 from bastion.data import DataSource, load_dataset, load_tabular
 from bastion.data.sources.malware import read_clamp
 from bastion.data.sources.nsl_kdd import read_nsl_kdd
@@ -28,26 +27,6 @@ from bastion.errors import ConfigError, DataFormatError, DataNotFoundError
 from bastion.models import checkpoint
 
 Write = Callable[..., Path]
-SERVICES = ("http", "smtp", "ftp", "private")
-
-
-def kdd_rows(n: int, seed: int) -> list[str]:
-    """n valid NSL-KDD lines; attacks have short connections with many SYN errors (learnable)."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        attack = i % 2 == 1
-        out.append(
-            kdd_line(
-                service=SERVICES[int(rng.integers(len(SERVICES)))],
-                src_bytes=str(int(rng.integers(0, 300 if attack else 5000))),
-                count=str(int(rng.integers(100, 300) if attack else rng.integers(1, 20))),
-                serror_rate=f"{rng.uniform(0.6, 1.0) if attack else rng.uniform(0, 0.2):.2f}",
-                attack="neptune" if attack else "normal",
-                difficulty=str(int(rng.integers(10, 22))),
-            )
-        )
-    return out
 
 
 def test_split_options() -> None:
@@ -114,21 +93,7 @@ def kdd_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("kdd")
     train = root / "KDDTrain+.txt"
     train.write_text("\n".join(kdd_rows(120, 0)) + "\n")
-    cfg = TrainConfig.parse(
-        {
-            "data": f"nsl-kdd:{train}",
-            "model": "mlp",
-            "model_options": {"hidden": [16]},
-            "method": "pgd-at",
-            "epochs": 3,
-            "eps": 0.1,
-            "n_steps": 3,
-            "batch_size": 32,
-            "val_examples": 0,
-            "device": "cpu",
-        }
-    )
-    run_train(cfg, root / "run")
+    train_mlp(f"nsl-kdd:{train}", root / "run", hidden=16, method="pgd-at", epochs=3, eps=0.1, n_steps=3, batch_size=32)
     return root, root / "run"
 
 
