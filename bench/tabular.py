@@ -55,14 +55,13 @@ from bastion.evaluation.evaluate import eps_key
 from bastion.evaluation.significance import mcnemar
 from bastion.evaluation.tabular import evaluate_tabular, evaluate_tabular_detector, malicious_rows
 from bastion.evaluation.transfer import SklearnClassifier, drift_accuracy, transfer_matrix
-from bastion.goals import Misclassify, Reach
+from bastion.goals import Reach
 from bastion.io import atomic_write_text
 from bastion.models import checkpoint
 from bastion.models.registry import Architecture, build_model, normalization_stats
 from bastion.render.summary import to_markdown
 from bastion.threat import ThreatModel
 from bastion.training import Distillation, MethodConfig, TrainSettings, build_method, constant, fit
-from bastion.training.objectives import LossOutput
 from bastion.training.schedules import Schedule, Stage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -181,34 +180,22 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-@dataclass(frozen=True)
-class MixedPGDAT:
-    """(1 - w) CE(f(x), y) + w CE(f(x_adv), y): PGD-AT with part of the clean loss kept (the mixed
-    objective of Goodfellow et al. 2015, arXiv:1412.6572, with a PGD inner attack as in Madry et al.)."""
-
-    clean_weight: float
-    name: str = "pgd-at-mixed"
-
-    def __call__(self, model, x, y, stage, threat, rng):  # type: ignore[no-untyped-def]
-        threat = threat.with_eps(stage.eps)
-        inner = PGD(n_steps=stage.n_steps, rel_step_size=stage.step_fraction, early_stop=False, keep_best_iterate=False)
-        x_adv = inner.perturb(model, x, Misclassify(y), threat, rng=rng)
-        clean = torch.nn.functional.cross_entropy(model(x), y)
-        adv_logits = model(x_adv)
-        adv = torch.nn.functional.cross_entropy(adv_logits, y)
-        loss = self.clean_weight * clean + (1 - self.clean_weight) * adv
-        metrics = {"loss": float(loss.detach()), "adv_acc": float((adv_logits.argmax(1) == y).float().mean())}
-        return LossOutput(loss, metrics)
-
-
 def recipe_schedule(recipe: Recipe, eps: float) -> tuple[Any, Schedule]:
     """(objective, schedule) of a recipe: the library's method, with the mixed loss and the eps ramp."""
     eps = eps * recipe.eps_scale
     stages = min(3, recipe.epochs)  # progressive TRADES: 3 stages (fewer in a --quick run of 2 epochs)
-    config = MethodConfig(epochs=recipe.epochs, eps=eps, n_steps=5, beta=recipe.beta, n_stages=stages, min_steps=1)
+    config = MethodConfig(
+        epochs=recipe.epochs,
+        eps=eps,
+        n_steps=5,
+        beta=recipe.beta,
+        n_stages=stages,
+        min_steps=1,
+        clean_weight=recipe.clean_weight,
+    )
     objective, schedule = build_method(recipe.method, config)
-    if recipe.clean_weight:
-        objective = MixedPGDAT(recipe.clean_weight)
+    if recipe.clean_weight:  # the record's name says the loss is mixed
+        objective = replace(objective, name="pgd-at-mixed")
     if recipe.warmup_epochs and recipe.method in ("pgd-at", "trades"):
         beta = recipe.beta if recipe.method == "trades" else 0.0
         ramp = [

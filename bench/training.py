@@ -143,9 +143,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.policy == "gap"
             else None
         )
-        progressive = Schedule.from_list(
-            progressive_stages(args.epochs, args.eps, args.progressive_beta)
-        ).with_policy(policy)
+        progressive = Schedule.from_list(progressive_stages(args.epochs, args.eps, args.progressive_beta)).with_policy(
+            policy
+        )
         plans: dict[str, tuple[Any, Schedule]] = {
             "trades": build_method("trades", base),
             "progressive-trades": (TRADES(name="progressive-trades"), progressive),

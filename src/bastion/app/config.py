@@ -45,6 +45,7 @@ class TrainConfig(StrictConfig):
     temperature: float = Field(default=20.0, gt=0)
     teacher: str | None = None
     static_models: list[str] = Field(default_factory=list)
+    clean_weight: float = Field(default=0.0, ge=0, lt=1)
     init_from: str | None = None
     ema_decay: float | None = Field(default=None, gt=0, lt=1)
     restore_best: bool = False

@@ -20,6 +20,7 @@ class MethodConfig:
     """Method hyperparameters. ``stages`` (a list of stage dicts) overrides the generated schedule.
 
     ``guard``/``noise``: fast-at's catastrophic-overfitting guard; ``replays``: free-at's m;
+    ``clean_weight``: pgd-at's share of clean cross-entropy in the loss (0: Madry's PGD-AT);
     ``temperature``/``teacher``: distillation (teacher = a saved model folder, trained at that temperature);
     ``static_models``: ensemble-at's pre-trained model folders; ``single_step_epochs``: a cheap first stage
     for progressive-trades. ``policy``: ``fixed`` (the stages as written) or ``gap`` (progressive-trades
@@ -45,6 +46,7 @@ class MethodConfig:
     temperature: float = 20.0
     teacher: str | None = None
     static_models: tuple[str, ...] = ()
+    clean_weight: float = 0.0
     policy: Literal["fixed", "gap"] = "fixed"
     policy_gap: float = 0.2
     policy_examples: int = 300
@@ -82,7 +84,8 @@ def _standard(c: MethodConfig) -> tuple[Objective, Schedule]:
 
 @METHODS.register("pgd-at")
 def _pgd_at(c: MethodConfig) -> tuple[Objective, Schedule]:
-    return objectives.PGDAT(), constant(epochs=c.epochs, eps=c.eps, n_steps=c.n_steps, beta=0.0)
+    objective = objectives.PGDAT(clean_weight=c.clean_weight)
+    return objective, constant(epochs=c.epochs, eps=c.eps, n_steps=c.n_steps, beta=0.0)
 
 
 @METHODS.register("trades")
@@ -155,4 +158,6 @@ def build_method(name: str, config: MethodConfig) -> tuple[Objective, Schedule]:
         raise ConfigError(f"explicit stages are only used by 'progressive-trades', not {name!r}")
     if config.policy != "fixed" and name != "progressive-trades":
         raise ConfigError(f"a transition policy is only used by 'progressive-trades', not {name!r}")
+    if config.clean_weight and name != "pgd-at":
+        raise ConfigError(f"clean_weight is only used by 'pgd-at', not {name!r}")
     return METHODS.get(name)(config)

@@ -10,16 +10,10 @@ from types import ModuleType
 
 import pytest
 import torch
-import torch.nn.functional as F
 from test_tabular_constraints import kdd_training_rows
 
-from bastion._typing import Norm
-from bastion.attacks import PGD
 from bastion.data import load_tabular
-from bastion.goals import Misclassify
 from bastion.models import checkpoint
-from bastion.threat import ThreatModel
-from bastion.training.schedules import Stage
 
 
 @pytest.fixture(scope="module")
@@ -53,28 +47,13 @@ def test_a_bad_recipe_is_refused(bench: ModuleType, kwargs: dict[str, object], m
 def test_the_warm_up_ramps_eps_to_the_full_budget(bench: ModuleType) -> None:
     recipe = bench.Recipe(method="pgd-at", epochs=20, warmup_epochs=8, clean_weight=0.5)
     objective, schedule = bench.recipe_schedule(recipe, 0.3)
-    assert isinstance(objective, bench.MixedPGDAT) and objective.clean_weight == 0.5
+    assert (objective.name, objective.clean_weight) == ("pgd-at-mixed", 0.5)
     assert schedule.total_epochs == 20
     eps = [schedule.stage_at(e)[1].eps for e in range(20)]
     assert eps == sorted(eps) and eps[0] == pytest.approx(0.3 / 9) and eps[8:] == [pytest.approx(0.3)] * 12
     trades = bench.recipe_schedule(bench.Recipe(method="trades", beta=1.0, warmup_epochs=2), 0.3)[1]
     assert all(trades.stage_at(e)[1].beta == 1.0 for e in range(10))
     assert bench.Recipe(method="pgd-at", epochs=20, warmup_epochs=8).with_epochs(2).warmup_epochs == 1
-
-
-def test_the_mixed_loss_weighs_clean_and_adversarial_cross_entropy(bench: ModuleType, data: object) -> None:
-    ds = data.dataset  # type: ignore[attr-defined]
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(ds.train.x.shape[1], 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
-    x, y = ds.train.x[:32], ds.train.y[:32]
-    threat = ThreatModel(norm=Norm("linf"), eps=0.3, domain=ds.spec.domain)
-    stage = Stage(epochs=1, eps=0.3, n_steps=3, beta=0.0)
-    out = bench.MixedPGDAT(0.25)(model, x, y, stage, threat, torch.Generator().manual_seed(3))
-    inner = PGD(n_steps=3, rel_step_size=stage.step_fraction, early_stop=False, keep_best_iterate=False)
-    x_adv = inner.perturb(model, x, Misclassify(y), threat, rng=torch.Generator().manual_seed(3))
-    clean, adv = F.cross_entropy(model(x), y), F.cross_entropy(model(x_adv), y)
-    assert adv > clean  # the attack did something, so the weights matter
-    assert float(out.loss.detach()) == pytest.approx(float((0.25 * clean + 0.75 * adv).detach()), rel=1e-5)
 
 
 def test_a_wide_recipe_is_saved_at_its_width(bench: ModuleType, data: object, tmp_path: Path) -> None:

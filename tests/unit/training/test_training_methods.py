@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bastion.data import Dataset
@@ -13,6 +14,7 @@ from bastion.threat import ThreatModel
 from bastion.training import (
     MART,
     METHODS,
+    PGDAT,
     Distillation,
     EnsembleAT,
     FastAT,
@@ -43,6 +45,7 @@ def frozen(seed: int) -> nn.Module:
 def objectives() -> dict[str, object]:
     return {
         "mart": MART(),
+        "pgd-at-mixed": PGDAT(clean_weight=0.5),
         "fast-at": FastAT(),
         "fast-at-none": FastAT(guard="none"),
         "free-at": FreeAT(replays=3),
@@ -55,6 +58,7 @@ def objectives() -> dict[str, object]:
 def analytic(name: str, k: int) -> tuple[int, int]:
     return {
         "mart": (k + 2, k + 2),  # K attack steps, then clean + adversarial forward, backward through both
+        "pgd-at-mixed": (k + 2, k + 2),  # K attack steps, then clean + adversarial forward, backward through both
         "fast-at": (2, 2),  # one attack step, one training pass
         "fast-at-none": (2, 2),
         "free-at": (3, 3),  # m = 3 replays, one pass each (input and weight gradients share it)
@@ -218,3 +222,19 @@ def test_every_method_is_registered_with_its_schedule(tmp_path) -> None:
         build_method("free-at", MethodConfig(replays=0))
     with pytest.raises(ConfigError, match="guard"):
         build_method("fast-at", MethodConfig(guard="gradalign"))  # type: ignore[arg-type]
+
+
+def test_pgd_at_clean_weight_mixes_clean_and_adversarial_cross_entropy(digits: Dataset) -> None:
+    model, (x, y) = tiny(), (digits.train.x[:32], digits.train.y[:32])
+    threat, stage = ThreatModel(norm="linf", eps=0.3), Stage(epochs=1, eps=0.3, n_steps=3, beta=0.0)
+    mixed = PGDAT(clean_weight=0.25)(model, x, y, stage, threat, torch.Generator().manual_seed(3))
+    adv = PGDAT()(model, x, y, stage, threat, torch.Generator().manual_seed(3)).loss  # same attack, same start
+    clean = F.cross_entropy(model(x), y)
+    assert adv > clean  # the attack did something, so the weights matter
+    assert float(mixed.loss.detach()) == pytest.approx(float((0.25 * clean + 0.75 * adv).detach()), rel=1e-5)
+    objective, _ = build_method("pgd-at", MethodConfig(clean_weight=0.25, epochs=1, eps=0.3))
+    assert objective == PGDAT(clean_weight=0.25)
+    with pytest.raises(ConfigError, match=r"clean_weight must be in \[0, 1\)"):
+        PGDAT(clean_weight=1.0)
+    with pytest.raises(ConfigError, match="clean_weight is only used by 'pgd-at', not 'trades'"):
+        build_method("trades", MethodConfig(clean_weight=0.25))

@@ -103,9 +103,8 @@ class _Interrupt(Exception):
 
 def _run(data: Dataset, directory: Path, *, interrupt_at: tuple[int, int] | None = None, resume: bool = False):
     objective, schedule = build_method(
-        "progressive-trades", MethodConfig(
-            eps=0.2, stages=tuple(CARRY), policy="gap", policy_gap=0.01, policy_confidence=0.5, n_steps=3
-        )
+        "progressive-trades",
+        MethodConfig(eps=0.2, stages=tuple(CARRY), policy="gap", policy_gap=0.01, policy_confidence=0.5, n_steps=3),
     )
     model = tiny()
 
