@@ -40,3 +40,30 @@ def test_p_schedule_halves_at_the_rescaled_checkpoints() -> None:
     assert p_schedule(0.8, 51, 10000) == 0.2
     assert p_schedule(0.8, 8001, 10000) == 0.8 / 512
     assert p_schedule(0.8, 3, 1000) == 0.4  # 3 of 1,000 is 30 of 10,000
+
+
+class _Recorder(torch.nn.Module):
+    """Logits that ignore the input (class 0 always wins, so Square never improves its first point);
+    remembers every input it was asked to score."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.detach().clone())
+        return torch.tensor([[5.0, 0.0, 0.0]]).expand(len(x), -1)
+
+
+def test_square_spends_no_query_on_an_unchanged_input() -> None:
+    """On a 2x2 image the windows soon cover one pixel, so about every other sampled corner is where the
+    pixel already is: such a candidate is the current point, whose score is known, and is not queried."""
+    model = _Recorder()
+    x, y = torch.full((3, 1, 2, 2), 0.5), torch.zeros(3, dtype=torch.long)
+    threat = ThreatModel(norm="linf", eps=0.1)
+    result = Square(n_queries=200)(model, x, Misclassify(y), threat, rng=torch.Generator().manual_seed(0))
+    start = model.seen[0]  # the first scored point stays the best: the logits never change
+    later = torch.cat(model.seen[1:-1])  # the last call is the base class's success check
+    assert not (later.flatten(1)[:, None] == start.flatten(1)[None]).all(dim=2).any()
+    assert result.n_queries is not None and (result.n_queries < 150).all()
+    assert threat.contains(result.x_adv, x).all()
