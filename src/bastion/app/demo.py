@@ -6,6 +6,7 @@ model attacked by the same suite with its sanity checks; one run folder holds al
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any, TypeVar
 from bastion._typing import Norm
 from bastion.app.config import DemoConfig, TrainConfig
 from bastion.app.parallel import run_parts, worker_count
-from bastion.app.runtime import EvalPlan, Hooks, resolve_device, threat_record, write_run
+from bastion.app.runtime import EvalPlan, Hooks, in_worker, resolve_device, threat_record, write_run
 from bastion.app.train import save_trained, train_model
 from bastion.artifacts.results import new_results
 from bastion.data.sources import load_dataset
@@ -93,13 +94,17 @@ def run_demo_parts(
     cfg: DemoConfig, out: Path, hooks: Hooks, part: Callable[..., R], names: list[str], what: str
 ) -> list[R]:
     """``part(cfg, name, out, hooks)`` for each name, in worker processes when there are several workers
-    (which get no hooks: progress is reported here, as each part ends)."""
+    (each reports its own progress through ``hooks.worker``; the part's end is reported here)."""
     workers = worker_count(cfg.workers, resolve_device(cfg.device), len(names))
     hooks.stage(f"{what}: {', '.join(names)} ({workers} worker process(es))")
     started = time.perf_counter()
+    fn: Callable[..., R] = part
+    parts: list[tuple[Any, ...]] = [(cfg, name, out, hooks) for name in names]
+    if workers > 1:
+        fn, parts = in_worker, [(functools.partial(part, cfg, name, out), hooks.worker, name) for name in names]
     return run_parts(
-        part,
-        [(cfg, name, out, hooks if workers == 1 else None) for name in names],
+        fn,
+        parts,
         workers,
         on_done=lambda i, _: hooks.stage(f"done: {names[i]} ({time.perf_counter() - started:.0f} s)"),
     )

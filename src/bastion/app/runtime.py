@@ -14,9 +14,10 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -39,6 +40,8 @@ from bastion.training.trainer import BatchHook
 
 log = logging.getLogger(__name__)
 
+R = TypeVar("R")
+
 
 @dataclass
 class Hooks:
@@ -50,6 +53,8 @@ class Hooks:
     on_schedule: Callable[[str, list[dict[str, Any]]], None] | None = None
     #: Called with (model name, Evaluation) after each evaluated model: per-example outcomes.
     on_evaluation: Callable[[str, Evaluation], None] | None = None
+    #: A picklable ``label -> context manager yielding Hooks`` a worker process reports through itself.
+    worker: Callable[[str], AbstractContextManager[Hooks]] | None = None
 
     def stage(self, text: str) -> None:
         log.info(text)
@@ -59,6 +64,15 @@ class Hooks:
     def evaluated(self, name: str, ev: Evaluation) -> None:
         if self.on_evaluation is not None:
             self.on_evaluation(name, ev)
+
+
+def in_worker(fn: Callable[..., R], worker: Callable[[str], AbstractContextManager[Hooks]] | None, label: str) -> R:
+    """``fn(hooks=...)`` in a worker process, with hooks from ``worker(label)`` (or none): the worker reports
+    its own progress, since the parent's hooks do not cross processes."""
+    if worker is None:
+        return fn(hooks=None)
+    with worker(label) as hooks:
+        return fn(hooks=hooks)
 
 
 def resolve_device(name: str) -> torch.device:
