@@ -262,3 +262,28 @@ def test_evaluate_without_a_terminal_reports_each_batch_and_quiet_silences_it(
         return
     assert "fgsm eps 0.1: 1/3 batches" in err and "pgd-10 eps 0.1: 3/3 batches, done in" in err
     assert "batches" not in out and "robust" in out  # progress on stderr, results on stdout
+
+
+def test_parallel_experiment_workers_report_their_progress_and_honour_log_to(tmp_path) -> None:
+    config = tmp_path / "exp.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "parallel",
+                "methods": ["standard"],
+                "seeds": [0, 1],
+                "train": {"epochs": 1, "val_examples": 0, "batch_size": 256},
+                "evaluate": {"suite": "quick", "eps": [0.1], "n_examples": 20, "checks_examples": 0},
+                "transfer_examples": 0,
+            }
+        )
+    )
+    result = bastion(
+        "experiment", str(config), "--jobs", "2", "--log-to", "tensorboard:tb", "--out", "exp", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    for seed in (0, 1):
+        prefix = f"[digits standard seed {seed}]"
+        assert f"{prefix} training epoch 1/1: 5/5 batches" in result.stderr
+        assert f"{prefix} attack x eps: 2/2 cells, done in" in result.stderr
+        assert list((tmp_path / "tb" / "digits" / "standard" / f"seed-{seed}").glob("events.out.tfevents.*"))
