@@ -119,11 +119,18 @@ class PlainProgress:
         self.first_epoch: int | None = None
         self.last_cell = 0
         self.step_started: dict[tuple[tuple[str, ...], str], float] = {}
+        self.current: Step | None = None  # the innermost loop running now, if any reports
         self.what = what or getattr(self, "what", "")
 
     def heartbeat(self) -> None:
-        """Called periodically (by a timer thread): a line if the last one is ``interval`` seconds old."""
-        if self._due(False):
+        """Called periodically (by a timer thread): a line if the last one is ``interval`` seconds old, saying
+        where the running loop is (its ETA from its rate so far), else that the stage is still working."""
+        if not self._due(False):
+            return
+        step = self.current
+        if step is not None and step.done < step.total:
+            self.write(f"  {self._step_line(step)}")
+        else:
             self.write(f"  ... still working ({self.what}), {_duration(self.clock() - self.started)} elapsed")
 
     def _due(self, final: bool) -> bool:
@@ -166,13 +173,19 @@ class PlainProgress:
         key = (step.where, step.unit)
         if step.done == 0 or key not in self.step_started:
             self.step_started[key] = self.clock()
+        self.current = step
         if self._due(False):
-            self.write(f"  {step.describe()}, {self._eta(step.done / max(step.total, 1), self.step_started[key])}")
+            self.write(f"  {self._step_line(step)}")
+
+    def _step_line(self, step: Step) -> str:
+        started = self.step_started[(step.where, step.unit)]
+        return f"{step.describe()}, {self._eta(step.done / max(step.total, 1), started)}"
 
     def cell(self, done: int, total: int) -> None:
         if done < self.last_cell:  # the next model's grid starts without a stage line
             self.started = self.last_line
         self.last_cell = done
+        self.current = None
         if self._due(True):  # every cell: one attack at one eps, the unit a reader follows
             self.write(f"  attack x eps: {done}/{total} cells, {self._eta(done / max(total, 1))}")
 

@@ -287,3 +287,19 @@ def test_parallel_experiment_workers_report_their_progress_and_honour_log_to(tmp
         assert f"{prefix} training epoch 1/1: 5/5 batches" in result.stderr
         assert f"{prefix} attack x eps: 2/2 cells, done in" in result.stderr
         assert list((tmp_path / "tb" / "digits" / "standard" / f"seed-{seed}").glob("events.out.tfevents.*"))
+
+
+def test_the_heartbeat_says_where_a_running_loop_is_rather_than_still_working() -> None:
+    clock, lines = FakeClock(), []
+    progress = PlainProgress(lines.append, interval=10.0, clock=clock)
+    progress.reset("evaluating standard on 360 test examples")
+    progress.step(Step(("pgd-50x2 eps 0.1",), 0, 2, "batches"))
+    clock.now = 30.0
+    progress.step(Step(("pgd-50x2 eps 0.1",), 1, 2, "batches"))
+    clock.now = 45.0
+    progress.heartbeat()
+    assert lines[-1] == "  pgd-50x2 eps 0.1: 1/2 batches, 45 s elapsed, ETA 45 s"
+    progress.cell(1, 4)  # the cell ended: the next silence is "still working" again
+    clock.now = 60.0
+    progress.heartbeat()
+    assert lines[-1].startswith("  ... still working (evaluating standard on 360 test examples)")
