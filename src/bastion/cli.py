@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -26,6 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bastion.errors import BastionError, ConfigError
+from bastion.progress import Step, listening
 
 app = typer.Typer(
     add_completion=False,
@@ -103,10 +105,11 @@ class PlainProgress:
     def __init__(
         self,
         write: Callable[[str], None],
-        interval: float = PLAIN_INTERVAL_S,
+        interval: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.write, self.interval, self.clock = write, interval, clock
+        self.write, self.clock = write, clock
+        self.interval = PLAIN_INTERVAL_S if interval is None else interval
         self.epochs: int | None = None  # the training's total epochs, from its schedule
         self.reset()
 
@@ -115,11 +118,19 @@ class PlainProgress:
         self.started = self.last_line = self.clock()
         self.first_epoch: int | None = None
         self.last_cell = 0
+        self.step_started: dict[tuple[tuple[str, ...], str], float] = {}
+        self.current: Step | None = None  # the innermost loop running now, if any reports
         self.what = what or getattr(self, "what", "")
 
     def heartbeat(self) -> None:
-        """Called periodically (by a timer thread): a line if the last one is ``interval`` seconds old."""
-        if self._due(False):
+        """Called periodically (by a timer thread): a line if the last one is ``interval`` seconds old, saying
+        where the running loop is (its ETA from its rate so far), else that the stage is still working."""
+        if not self._due(False):
+            return
+        step = self.current
+        if step is not None and step.done < step.total:
+            self.write(f"  {self._step_line(step)}")
+        else:
             self.write(f"  ... still working ({self.what}), {_duration(self.clock() - self.started)} elapsed")
 
     def _due(self, final: bool) -> bool:
@@ -129,8 +140,8 @@ class PlainProgress:
             return True
         return False
 
-    def _eta(self, fraction: float) -> str:
-        elapsed = self.clock() - self.started
+    def _eta(self, fraction: float, started: float | None = None) -> str:
+        elapsed = self.clock() - (self.started if started is None else started)
         if fraction <= 0:
             return f"{_duration(elapsed)} elapsed"
         if fraction >= 1:
@@ -156,10 +167,25 @@ class PlainProgress:
             fraction = done / max(total, 1)  # the epoch's own ETA when the schedule is unknown
         self.write(f"  training {where}: {done}/{total} batches, {self._eta(fraction)}")
 
+    def step(self, step: Step) -> None:
+        """A loop inside one cell (its batches, a worst-case sequence's attacks): a line every ``interval``
+        seconds, timed from the loop's start (the step with ``done`` 0)."""
+        key = (step.where, step.unit)
+        if step.done == 0 or key not in self.step_started:
+            self.step_started[key] = self.clock()
+        self.current = step
+        if self._due(False):
+            self.write(f"  {self._step_line(step)}")
+
+    def _step_line(self, step: Step) -> str:
+        started = self.step_started[(step.where, step.unit)]
+        return f"{step.describe()}, {self._eta(step.done / max(step.total, 1), started)}"
+
     def cell(self, done: int, total: int) -> None:
         if done < self.last_cell:  # the next model's grid starts without a stage line
             self.started = self.last_line
         self.last_cell = done
+        self.current = None
         if self._due(True):  # every cell: one attack at one eps, the unit a reader follows
             self.write(f"  attack x eps: {done}/{total} cells, {self._eta(done / max(total, 1))}")
 
@@ -167,11 +193,16 @@ class PlainProgress:
 @contextmanager
 def _progress(quiet: bool = False) -> Iterator[Any]:
     """Hooks for the library's callbacks: a rich bar with ETA on a terminal, plain lines otherwise,
-    nothing with ``quiet``."""
+    nothing with ``quiet``. Worker processes report through ``Hooks.worker`` (:func:`worker_progress`)."""
     from bastion.app.runtime import Hooks
 
+    worker = functools.partial(worker_progress, quiet=quiet)
     if quiet:
-        yield Hooks()
+        yield Hooks(worker=worker)
+        return
+    if not err_console.is_terminal:  # a log file, CI: plain lines with ETA, see PlainProgress
+        with _plain_hooks(lambda line: err_console.print(line, soft_wrap=True), worker=worker) as hooks:
+            yield hooks
         return
     progress = Progress(
         TextColumn("{task.description}"),
@@ -182,57 +213,84 @@ def _progress(quiet: bool = False) -> Iterator[Any]:
         TimeRemainingColumn(),
         console=err_console,
         transient=True,
-        disable=not err_console.is_terminal,
     )
     tasks: dict[str, Any] = {}
-    live = err_console.is_terminal  # else (a log file, CI): plain lines with ETA, see PlainProgress
-    plain = PlainProgress(lambda line: err_console.print(line, soft_wrap=True))
+    loop: list[Any] = [None]  # the (where, unit) of the loop the "step" bar shows
+
+    def bar(key: str, description: str, done: int, total: int) -> None:
+        if key not in tasks:
+            tasks[key] = progress.add_task(description, total=total)
+        progress.update(tasks[key], completed=done, total=total, description=description)
+
+    def on_step(step: Step) -> None:
+        if loop[0] != (step.where, step.unit) and "step" in tasks:  # a new loop: its own bar and ETA
+            progress.remove_task(tasks.pop("step"))
+        loop[0] = (step.where, step.unit)
+        bar("step", f"{step.label}: {step.unit}", step.done, step.total)
+
+    def on_stage(text: str) -> None:
+        for task in tasks.values():
+            progress.remove_task(task)
+        tasks.clear()
+        err_console.print(Text.assemble((">", "bold"), " ", text), soft_wrap=True)
+
+    with progress, listening(on_step):
+        yield Hooks(
+            on_stage=on_stage,
+            on_batch=lambda epoch, done, total: bar("train", f"training epoch {epoch + 1}", done, total),
+            on_cell=lambda done, total: bar("attack", "attack x eps", done, total),
+            on_schedule=_print_schedule,
+            worker=worker,
+        )
+
+
+@contextmanager
+def _plain_hooks(write: Callable[[str], None], **extra: Any) -> Iterator[Any]:
+    """Hooks that write :class:`PlainProgress` lines, with a heartbeat thread so no step is ever silent."""
+    from bastion.app.runtime import Hooks
+
+    plain = PlainProgress(write)
     stop = threading.Event()
 
     def beat() -> None:
         while not stop.wait(1.0):
             plain.heartbeat()
 
-    beating = threading.Thread(target=beat, name="bastion-progress", daemon=True)
-    if not live:
-        beating.start()
-
-    def on_batch(epoch: int, done: int, total: int) -> None:
-        if not live:
-            plain.batch(epoch, done, total)
-            return
-        key = "train"
-        if key not in tasks:
-            tasks[key] = progress.add_task("training", total=total)
-        progress.update(tasks[key], completed=done, total=total, description=f"training epoch {epoch + 1}")
-
-    def on_cell(done: int, total: int) -> None:
-        if not live:
-            plain.cell(done, total)
-            return
-        key = "attack"
-        if key not in tasks:
-            tasks[key] = progress.add_task("attacks", total=total)
-        progress.update(tasks[key], completed=done, total=total, description="attack x eps")
-
     def on_stage(text: str) -> None:
-        for task in tasks.values():
-            progress.remove_task(task)
-        tasks.clear()
         plain.reset(text)
-        err_console.print(Text.assemble((">", "bold"), " ", text), soft_wrap=True)
+        write(f"> {text}")
 
     def on_schedule(method: str, rows: list[dict[str, Any]]) -> None:
         plain.schedule(rows)
         _print_schedule(method, rows)
 
+    beating = threading.Thread(target=beat, name="bastion-progress", daemon=True)
+    beating.start()
     try:
-        with progress:
-            yield Hooks(on_stage=on_stage, on_batch=on_batch, on_cell=on_cell, on_schedule=on_schedule)
+        with listening(plain.step):
+            yield Hooks(on_stage=on_stage, on_batch=plain.batch, on_cell=plain.cell, on_schedule=on_schedule, **extra)
     finally:
         stop.set()
-        if beating.is_alive():
-            beating.join()
+        beating.join()
+
+
+@contextmanager
+def worker_progress(label: str, *, quiet: bool = False) -> Iterator[Any]:
+    """A worker process's own progress (hooks are closures and do not cross processes): plain lines on
+    stderr, each prefixed ``[label]``, as the parent's would be without a terminal; nothing with ``quiet``.
+    Passed to workers by reference (``Hooks.worker``), so it must stay a module-level function."""
+    from bastion.app.runtime import Hooks
+
+    if quiet:
+        yield Hooks()
+        return
+
+    def write(line: str) -> None:
+        sys.stderr.write(f"[{label}] {line.lstrip()}\n")
+        sys.stderr.flush()
+
+    with _plain_hooks(write) as hooks:
+        yield hooks
 
 
 def _print_schedule(method: str, rows: list[dict[str, Any]]) -> None:

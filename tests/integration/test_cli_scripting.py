@@ -14,6 +14,7 @@ import yaml
 
 from bastion.artifacts.results import read_results
 from bastion.cli import PlainProgress
+from bastion.progress import Step
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -209,3 +210,96 @@ def test_resumed_training_measures_its_eta_from_the_resumed_epoch() -> None:
     clock.now = 10.0
     progress.batch(8, 5, 5)  # resumed at epoch 9 of 10: one epoch of two done in 10 s
     assert lines == ["  training epoch 9/10: 5/5 batches, 10 s elapsed, ETA 10 s"]
+
+
+def test_a_loop_inside_a_cell_gets_a_line_every_interval_timed_from_its_start() -> None:
+    clock, lines = FakeClock(), []
+    progress = PlainProgress(lines.append, interval=10.0, clock=clock)
+    clock.now = 100.0  # the loop starts well after the stage did
+    for done in range(5):
+        progress.step(Step(("square eps 0.1",), done, 4, "batches"))
+        clock.now += 6.0
+    assert lines == [
+        "  square eps 0.1: 0/4 batches, 0 s elapsed",  # the stage's first 100 s were silent: due at once
+        "  square eps 0.1: 2/4 batches, 12 s elapsed, ETA 12 s",
+        "  square eps 0.1: 4/4 batches, done in 24 s",
+    ]
+
+
+def test_a_worker_process_writes_its_own_prefixed_lines_and_nothing_when_quiet(capsys, monkeypatch) -> None:
+    from bastion import cli, progress
+
+    monkeypatch.setattr(cli, "PLAIN_INTERVAL_S", 0.0)
+    with cli.worker_progress("digits pgd-at seed 1") as hooks:
+        hooks.stage("evaluating")
+        progress.advance(1, 2, "batches")
+    assert capsys.readouterr().err.splitlines() == [
+        "[digits pgd-at seed 1] > evaluating",
+        "[digits pgd-at seed 1] attack: 1/2 batches, 0 s elapsed, ETA 0 s",
+    ]
+    with cli.worker_progress("quiet run", quiet=True) as hooks:
+        hooks.stage("evaluating")
+        progress.advance(1, 2, "batches")
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_evaluate_without_a_terminal_reports_each_batch_and_quiet_silences_it(
+    trained, tmp_path, capfd, monkeypatch, quiet
+) -> None:
+    from bastion import cli
+
+    work, _ = trained
+    monkeypatch.setattr(cli, "PLAIN_INTERVAL_S", 0.0)  # every step is due
+    config = tmp_path / "eval.yaml"
+    config.write_text("batch_size: 16\nchecks_examples: 0\n")
+    args = ["evaluate", str(work / "run"), "--suite", "quick", "--eps", "0.1", "--n-examples", "40"]
+    args += ["--config", str(config), "--out", str(tmp_path / "eval")] + (["--quiet"] if quiet else [])
+    cli.app(args, standalone_mode=False)
+    out, err = capfd.readouterr()
+    if quiet:
+        assert out == "" and err == ""
+        return
+    assert "fgsm eps 0.1: 1/3 batches" in err and "pgd-10 eps 0.1: 3/3 batches, done in" in err
+    assert "batches" not in out and "robust" in out  # progress on stderr, results on stdout
+
+
+def test_parallel_experiment_workers_report_their_progress_and_honour_log_to(tmp_path) -> None:
+    config = tmp_path / "exp.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "parallel",
+                "methods": ["standard"],
+                "seeds": [0, 1],
+                "train": {"epochs": 1, "val_examples": 0, "batch_size": 256},
+                "evaluate": {"suite": "quick", "eps": [0.1], "n_examples": 20, "checks_examples": 0},
+                "transfer_examples": 0,
+            }
+        )
+    )
+    result = bastion(
+        "experiment", str(config), "--jobs", "2", "--log-to", "tensorboard:tb", "--out", "exp", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    for seed in (0, 1):
+        prefix = f"[digits standard seed {seed}]"
+        assert f"{prefix} training epoch 1/1: 5/5 batches" in result.stderr
+        assert f"{prefix} attack x eps: 2/2 cells, done in" in result.stderr
+        assert list((tmp_path / "tb" / "digits" / "standard" / f"seed-{seed}").glob("events.out.tfevents.*"))
+
+
+def test_the_heartbeat_says_where_a_running_loop_is_rather_than_still_working() -> None:
+    clock, lines = FakeClock(), []
+    progress = PlainProgress(lines.append, interval=10.0, clock=clock)
+    progress.reset("evaluating standard on 360 test examples")
+    progress.step(Step(("pgd-50x2 eps 0.1",), 0, 2, "batches"))
+    clock.now = 30.0
+    progress.step(Step(("pgd-50x2 eps 0.1",), 1, 2, "batches"))
+    clock.now = 45.0
+    progress.heartbeat()
+    assert lines[-1] == "  pgd-50x2 eps 0.1: 1/2 batches, 45 s elapsed, ETA 45 s"
+    progress.cell(1, 4)  # the cell ended: the next silence is "still working" again
+    clock.now = 60.0
+    progress.heartbeat()
+    assert lines[-1].startswith("  ... still working (evaluating standard on 360 test examples)")

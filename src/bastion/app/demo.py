@@ -6,6 +6,7 @@ model attacked by the same suite with its sanity checks; one run folder holds al
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,9 +15,17 @@ from typing import Any, TypeVar
 from bastion._typing import Norm
 from bastion.app.config import DemoConfig, TrainConfig
 from bastion.app.parallel import run_parts, worker_count
-from bastion.app.runtime import EvalPlan, Hooks, resolve_device, threat_record, write_run
+from bastion.app.runtime import (
+    EvalPlan,
+    Hooks,
+    in_worker,
+    plan_for,
+    resolve_device,
+    run_results,
+    threat_record,
+    write_run,
+)
 from bastion.app.train import save_trained, train_model
-from bastion.artifacts.results import new_results
 from bastion.data.sources import load_dataset
 from bastion.data.spec import Dataset
 from bastion.defenses.store import build_defense, load_defense, save_defense
@@ -24,7 +33,6 @@ from bastion.evaluation.headline import is_aa_grade
 from bastion.evaluation.record import Evaluation
 from bastion.evaluation.suites import build_suite
 from bastion.models.checkpoint import load_model
-from bastion.threat import ThreatModel
 
 QUICK_DEMO = {"epochs": 8, "suite": "quick", "n_examples": 200}
 QUICK_DEFENSE = {"adaptive_steps": 10}
@@ -56,15 +64,8 @@ def demo_train_configs(cfg: DemoConfig) -> dict[str, TrainConfig]:
 def demo_plan(cfg: DemoConfig, data: Dataset, hooks: Hooks | None = None) -> EvalPlan:
     """The one evaluation every demo model and the defense get. The test split is small enough to be one
     batch (512), so each AA-grade attack, and Square's probe, runs once per eps rather than once per batch."""
-    return EvalPlan(
-        suite_name=cfg.suite,
-        suite=build_suite(cfg.suite),
-        threat=ThreatModel(norm=Norm.LINF, eps=max(cfg.eps), domain=data.spec.domain),
-        eps=cfg.eps,
-        seed=cfg.seed,
-        checks_examples=cfg.checks_examples,
-        batch_size=EVAL_BATCH,
-        on_cell=hooks.on_cell if hooks else None,
+    return plan_for(
+        cfg, data.spec.domain, norm=Norm.LINF, batch_size=EVAL_BATCH, on_cell=hooks.on_cell if hooks else None
     )
 
 
@@ -93,13 +94,17 @@ def run_demo_parts(
     cfg: DemoConfig, out: Path, hooks: Hooks, part: Callable[..., R], names: list[str], what: str
 ) -> list[R]:
     """``part(cfg, name, out, hooks)`` for each name, in worker processes when there are several workers
-    (which get no hooks: progress is reported here, as each part ends)."""
+    (each reports its own progress through ``hooks.worker``; the part's end is reported here)."""
     workers = worker_count(cfg.workers, resolve_device(cfg.device), len(names))
     hooks.stage(f"{what}: {', '.join(names)} ({workers} worker process(es))")
     started = time.perf_counter()
+    fn: Callable[..., R] = part
+    parts: list[tuple[Any, ...]] = [(cfg, name, out, hooks) for name in names]
+    if workers > 1:
+        fn, parts = in_worker, [(functools.partial(part, cfg, name, out), hooks.worker, name) for name in names]
     return run_parts(
-        part,
-        [(cfg, name, out, hooks if workers == 1 else None) for name in names],
+        fn,
+        parts,
         workers,
         on_done=lambda i, _: hooks.stage(f"done: {names[i]} ({time.perf_counter() - started:.0f} s)"),
     )
@@ -119,14 +124,7 @@ def run_demo(cfg: DemoConfig, out: Path, *, quick: bool = False, hooks: Hooks | 
     data = load_dataset(cfg.data, seed=cfg.seed)
     hooks.stage(f"data {data.spec.source}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test")
     test = data.test.take(cfg.n_examples)
-    results = new_results(
-        command="demo",
-        data=data.spec.source,
-        seed=cfg.seed,
-        split=data.describe(),
-        config=cfg.resolved(),
-        threat=threat_record("linf", cfg.eps, cfg.suite, build_suite(cfg.suite)),
-    )
+    results = run_results("demo", cfg, data, threat=threat_record("linf", cfg.eps, cfg.suite, build_suite(cfg.suite)))
     names = list(demo_train_configs(cfg))
     # The robust model takes longest: it goes first.
     records = run_demo_parts(cfg, out, hooks, train_part, names[::-1], f"training ({cfg.epochs} epochs)")[::-1]

@@ -14,10 +14,18 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bastion._typing import Norm
 from bastion.app.config import EvalConfig
 from bastion.app.evaluate_tabular import run_evaluate_tabular
-from bastion.app.runtime import EvalPlan, Hooks, check_out_dir, resolve_device, threat_record, write_outputs
+from bastion.app.runtime import (
+    EvalPlan,
+    Hooks,
+    check_out_dir,
+    plan_for,
+    resolve_device,
+    run_results,
+    threat_record,
+    write_outputs,
+)
 from bastion.artifacts.results import new_results
 from bastion.data.sources import load_dataset
 from bastion.data.spec import Dataset, Split
@@ -26,10 +34,8 @@ from bastion.domain import BoxDomain, InputDomain
 from bastion.errors import CheckpointError, ConfigError, InputValidationError
 from bastion.evaluation import distributed
 from bastion.evaluation.record import Evaluation
-from bastion.evaluation.suites import build_suite
 from bastion.models import checkpoint
 from bastion.models.external import ModuleSpec, build_module, check_module, describe_module, is_module_spec
-from bastion.threat import ThreatModel
 
 
 def check_data_matches(model_dir: Path, data: Dataset) -> None:
@@ -108,17 +114,7 @@ def _evaluate_one(
 
 
 def _plan(cfg: EvalConfig, domain: InputDomain, hooks: Hooks) -> EvalPlan:
-    return EvalPlan(
-        suite_name=cfg.suite,
-        suite=build_suite(cfg.suite),
-        threat=ThreatModel(norm=Norm(cfg.norm), eps=max(cfg.eps), domain=domain),
-        eps=cfg.eps,
-        seed=cfg.seed,
-        checks_examples=cfg.checks_examples,
-        batch_size=cfg.batch_size,
-        on_cell=hooks.on_cell,
-        on_stage=hooks.stage,
-    )
+    return plan_for(cfg, domain, norm=cfg.norm, batch_size=cfg.batch_size, on_cell=hooks.on_cell, on_stage=hooks.stage)
 
 
 def evaluate_module(
@@ -212,12 +208,10 @@ def run_evaluate_module(spec_text: str, cfg: EvalConfig, out: Path, hooks: Hooks
     test = data.test.take(cfg.n_examples).to(device)
     check_module(model, test.x, data.spec.num_classes, what=str(spec))
     plan = _plan(cfg, data.spec.domain, hooks)
-    results = new_results(
-        command="evaluate",
-        data=data.spec.source,
-        seed=cfg.seed,
-        split=data.describe(),
-        config=cfg.resolved(),
+    results = run_results(
+        "evaluate",
+        cfg,
+        data,
         threat=threat_record(cfg.norm, cfg.eps, cfg.suite, plan.suite, sequential=plan.sequential),
         source=str(spec),
     )

@@ -16,6 +16,7 @@ trainer's per-epoch checkpoint (``checkpoint/last.safetensors``), and a finished
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -36,7 +37,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from bastion.app.config import EvalConfig, TrainConfig
-from bastion.app.runtime import Hooks
+from bastion.app.runtime import Hooks, in_worker
 from bastion.app.tracking import check_targets, tracking_run
 from bastion.config import Seed, StrictConfig
 from bastion.errors import ConfigError
@@ -160,8 +161,8 @@ def run_job(
 ) -> Path:
     """Train and evaluate one run, or finish a killed one; a finished run (``DONE``) is left alone.
 
-    ``hooks`` (in-process runs only: they do not cross to a worker) receive the training's and the
-    evaluation's progress. ``log_to`` targets get one tracked run per job, named DATASET/METHOD/seed-S
+    ``hooks`` receive the training's and the evaluation's progress (in a worker, hooks made there by
+    :func:`~bastion.app.runtime.in_worker`). ``log_to`` targets get one tracked run per job, named DATASET/METHOD/seed-S
     in experiment ``cfg.name``.
     """
     import torch
@@ -292,9 +293,10 @@ def run_experiment(
 
     A folder that holds an experiment with another config is refused unless ``force``; then every run
     whose train or evaluate settings changed is redone, and unchanged runs are kept. ``hooks`` get a
-    stage line per run started and finished (with the time left at the rate so far) and, with one
-    process, each run's training and evaluation progress. ``log_to`` (``tensorboard:DIR``, ``mlflow:URI``)
-    tracks every run (see bastion.app.tracking); the targets are checked before any run starts.
+    stage line per run started and finished (with the time left at the rate so far) and each run's
+    training and evaluation progress (from a worker process, through ``hooks.worker``). ``log_to``
+    (``tensorboard:DIR``, ``mlflow:URI``) tracks every run (see bastion.app.tracking); the targets are
+    checked before any run starts.
     """
     hooks = hooks or Hooks()
     check_targets(log_to)
@@ -324,7 +326,15 @@ def run_experiment(
         threads = max(1, (os.cpu_count() or 1) // n_jobs)
         hooks.stage(f"{len(todo)} runs in {n_jobs} processes")
         with ProcessPoolExecutor(max_workers=n_jobs, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(run_job, cfg, job, threads, None, list(log_to)): job for job in todo}
+            futures = {
+                pool.submit(
+                    in_worker,
+                    functools.partial(run_job, cfg, job, threads, log_to=list(log_to)),
+                    hooks.worker,
+                    _job_name(job),
+                ): job
+                for job in todo
+            }
             for k, future in enumerate(as_completed(futures), 1):
                 future.result()
                 finished(k, futures[future])

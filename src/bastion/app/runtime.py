@@ -14,14 +14,16 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import nn
 
-from bastion.artifacts.results import environment, write_results
+from bastion._typing import Norm
+from bastion.artifacts.results import environment, new_results, write_results
 from bastion.attacks import Attack
 from bastion.attacks.worst_case import AttackSequence
 from bastion.data.spec import Dataset, Split
@@ -32,12 +34,19 @@ from bastion.evaluation.evaluate import evaluate, evaluate_defense
 from bastion.evaluation.headline import grade_label, headline, is_aa_grade
 from bastion.evaluation.record import Evaluation, eps_key
 from bastion.evaluation.runner import CellHook
+from bastion.evaluation.suites import build_suite
 from bastion.io import atomic_write_json, atomic_write_text
 from bastion.render.summary import to_markdown
 from bastion.threat import ThreatModel
 from bastion.training.trainer import BatchHook
 
+if TYPE_CHECKING:
+    from bastion.app.config import DemoConfig, EvalConfig, TrainConfig
+    from bastion.domain import InputDomain
+
 log = logging.getLogger(__name__)
+
+R = TypeVar("R")
 
 
 @dataclass
@@ -50,6 +59,8 @@ class Hooks:
     on_schedule: Callable[[str, list[dict[str, Any]]], None] | None = None
     #: Called with (model name, Evaluation) after each evaluated model: per-example outcomes.
     on_evaluation: Callable[[str, Evaluation], None] | None = None
+    #: A picklable ``label -> context manager yielding Hooks`` a worker process reports through itself.
+    worker: Callable[[str], AbstractContextManager[Hooks]] | None = None
 
     def stage(self, text: str) -> None:
         log.info(text)
@@ -59,6 +70,15 @@ class Hooks:
     def evaluated(self, name: str, ev: Evaluation) -> None:
         if self.on_evaluation is not None:
             self.on_evaluation(name, ev)
+
+
+def in_worker(fn: Callable[..., R], worker: Callable[[str], AbstractContextManager[Hooks]] | None, label: str) -> R:
+    """``fn(hooks=...)`` in a worker process, with hooks from ``worker(label)`` (or none): the worker reports
+    its own progress, since the parent's hooks do not cross processes."""
+    if worker is None:
+        return fn(hooks=None)
+    with worker(label) as hooks:
+        return fn(hooks=hooks)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -135,6 +155,39 @@ class EvalPlan:
 
 #: What a run folder holds (and ``train --force`` replaces); any other file in it is left alone.
 RUN_ENTRIES = ("run.json", "results.json", "summary.md", "records.json", "models", "defenses", "checkpoint")
+
+
+def plan_for(
+    cfg: EvalConfig | DemoConfig,
+    domain: InputDomain,
+    *,
+    norm: str,
+    batch_size: int,
+    on_cell: CellHook | None = None,
+    on_stage: Callable[[str], None] | None = None,
+) -> EvalPlan:
+    """The evaluation a config asks for: its suite, up to its largest eps under ``norm``, with its seed."""
+    return EvalPlan(
+        suite_name=cfg.suite,
+        suite=build_suite(cfg.suite),
+        threat=ThreatModel(norm=Norm(norm), eps=max(cfg.eps), domain=domain),
+        eps=cfg.eps,
+        seed=cfg.seed,
+        checks_examples=cfg.checks_examples,
+        batch_size=batch_size,
+        on_cell=on_cell,
+        on_stage=on_stage,
+    )
+
+
+def run_results(
+    command: str, cfg: TrainConfig | EvalConfig | DemoConfig, data: Dataset, **extra: Any
+) -> dict[str, Any]:
+    """A new results.json document for a job on ``data``, with the config it resolved (``extra``: the threat,
+    the model source)."""
+    return new_results(
+        command=command, data=data.spec.source, seed=cfg.seed, split=data.describe(), config=cfg.resolved(), **extra
+    )
 
 
 def check_out_dir(out: Path, option: str = "--out") -> None:

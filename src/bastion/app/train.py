@@ -12,9 +12,8 @@ from torch import nn
 
 from bastion._typing import Norm
 from bastion.app.config import TrainConfig
-from bastion.app.runtime import Hooks, clear_run_entries, prepare_run_dir, resolve_device, write_run
+from bastion.app.runtime import Hooks, clear_run_entries, prepare_run_dir, resolve_device, run_results, write_run
 from bastion.app.tracking import Tracking
-from bastion.artifacts.results import new_results
 from bastion.data.augment import build_augment
 from bastion.data.sources import load_dataset
 from bastion.data.spec import Dataset
@@ -189,9 +188,7 @@ def _run_train(
     model, arch, record = train_model(
         cfg, data, device, hooks, checkpoint_dir=out / "checkpoint", resume=resume, on_epoch=tracking.epoch
     )
-    results = new_results(
-        command="train", data=data.spec.source, seed=cfg.seed, split=data.describe(), config=cfg.resolved()
-    )
+    results = run_results("train", cfg, data)
     if not ddp.is_main():
         return results
     name = cfg.method

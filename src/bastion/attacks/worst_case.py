@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from bastion import progress
 from bastion._typing import Classifier
 from bastion.attacks.base import Attack, evaluating
 from bastion.errors import InputValidationError
@@ -77,7 +78,8 @@ def worst_case(
     backward = torch.zeros(n, dtype=torch.float64, device=x.device)
     robust_after: dict[str, Tensor] = {}
     cost: dict[str, dict[str, float]] = {}
-    for name, attack in attacks.items():
+    for k, (name, attack) in enumerate(attacks.items()):
+        progress.advance(k, len(attacks), "attacks", current=name)
         idx = robust.nonzero().squeeze(1)
         start = time.perf_counter()
         n_fwd = n_bwd = 0
@@ -102,4 +104,5 @@ def worst_case(
             "examples_attacked": int(idx.numel()),
         }
         log.debug("%s: %d of %d still robust", name, int(robust.sum()), n)
+    progress.advance(len(attacks), len(attacks), "attacks")
     return WorstCaseResult(x_adv, robust, broken_by, robust_after, forward, backward, cost)

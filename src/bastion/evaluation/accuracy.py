@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from bastion import progress
 from bastion._typing import Classifier
 from bastion.attacks.base import Attack, checked_logits, evaluating
 from bastion.data.spec import Split
@@ -70,10 +71,13 @@ def robust_accuracy(
     xs, correct = [], []
     n_fwd = n_bwd = 0
     wall = 0.0
-    for i in range(0, len(split), batch_size):
+    starts = range(0, len(split), batch_size)
+    progress.advance(0, len(starts), "batches")
+    for b, i in enumerate(starts, 1):
         x, y = split.x[i : i + batch_size], split.y[i : i + batch_size]
         result = attack(model, x, goal(y), threat, rng=rng)
         xs.append(result.x_adv)
         correct.append(~result.success)
         n_fwd, n_bwd, wall = n_fwd + result.n_forward, n_bwd + result.n_backward, wall + result.wall_time_s
+        progress.advance(b, len(starts), "batches")
     return RobustResult(torch.cat(xs), torch.cat(correct), n_fwd, n_bwd, wall)

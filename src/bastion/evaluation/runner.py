@@ -17,10 +17,11 @@ from typing import Protocol, TypeVar
 import torch
 from torch import Tensor, nn
 
+from bastion import progress
 from bastion.attacks import Attack
 from bastion.data.spec import Split
 from bastion.evaluation.accuracy import RobustResult, predict, robust_accuracy
-from bastion.evaluation.record import check_eps_keys
+from bastion.evaluation.record import check_eps_keys, eps_key
 from bastion.goals import Goal, Misclassify
 from bastion.threat import ThreatModel
 
@@ -55,13 +56,17 @@ def run_grid(
     *,
     on_cell: CellHook | None = None,
 ) -> None:
-    """Every attack at every eps (eps outer), then the suite's worst case per eps when it has several attacks."""
+    """Every attack at every eps (eps outer), then the suite's worst case per eps when it has several attacks.
+
+    ``on_cell`` hears of each finished cell; the loops inside a cell report through :mod:`bastion.progress`.
+    """
     check_eps_keys(eps_values)
     total, done = len(attacks) * len(eps_values), 0
     for eps in eps_values:
         cells = []
         for name, attack in attacks.items():
-            cells.append(measure.cell(name, attack, eps))
+            with progress.task(f"{name} eps {eps_key(eps)}"):
+                cells.append(measure.cell(name, attack, eps))
             done += 1
             if on_cell is not None:
                 on_cell(done, total)

@@ -12,8 +12,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from bastion import progress
 from bastion.attacks import Attack
-from bastion.attacks.worst_case import AttackSequence, worst_case
+from bastion.attacks.worst_case import AttackSequence, WorstCaseResult, worst_case
 from bastion.data.spec import Split
 from bastion.evaluation import distributed
 from bastion.evaluation.plain import ImageCells, cost_entry, start_cells
@@ -55,21 +56,30 @@ class SequenceCells(ImageCells):
     def _run(self, eps: float) -> list[dict[str, Any]]:
         shard: list[dict[str, Any]] = []
         x, y = self.test.x, self.test.y
-        for start, stop in distributed.my_batches(len(self.test), self.batch_size):
-            rng = seeded(x.device, batch_seed(self.seed, start))
-            r = worst_case(self.model, x[start:stop], y[start:stop], self.attacks, self.threat.with_eps(eps), rng=rng)
-            shard.append(
-                {
-                    "start": start,
-                    "robust_after": {k: v.cpu() for k, v in r.robust_after.items()},
-                    "broken_by": r.broken_by,
-                    "forward": r.forward.cpu(),
-                    "backward": r.backward.cpu(),
-                    "cost": r.cost,
-                    "x_adv": r.x_adv.cpu() if self.keep_adversarial else None,
-                }
-            )
+        batches = distributed.my_batches(len(self.test), self.batch_size)
+        with progress.task(f"eps {eps_key(eps)}, worst case", replace=True):
+            for b, (start, stop) in enumerate(batches):
+                progress.advance(b, len(batches), "batches")
+                rng = seeded(x.device, batch_seed(self.seed, start))
+                with progress.task(f"batch {b + 1}/{len(batches)}"):
+                    r = worst_case(
+                        self.model, x[start:stop], y[start:stop], self.attacks, self.threat.with_eps(eps), rng=rng
+                    )
+                shard.append(self._part(start, r))
+            progress.advance(len(batches), len(batches), "batches")
         return sorted((p for rank_parts in distributed.gather(shard) for p in rank_parts), key=lambda p: p["start"])
+
+    def _part(self, start: int, r: WorstCaseResult) -> dict[str, Any]:
+        """One batch's worst-case result, on the CPU, as :meth:`parts` keeps it."""
+        return {
+            "start": start,
+            "robust_after": {k: v.cpu() for k, v in r.robust_after.items()},
+            "broken_by": r.broken_by,
+            "forward": r.forward.cpu(),
+            "backward": r.backward.cpu(),
+            "cost": r.cost,
+            "x_adv": r.x_adv.cpu() if self.keep_adversarial else None,
+        }
 
     def robust_after(self, name: str, eps: float) -> Tensor:
         parts = self.parts(eps)
