@@ -32,6 +32,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "bastion.threat",
             "bastion.goals",
             "bastion.ranks",
+            "bastion.progress",
         ),
     ),
     ("data", ("bastion.data",)),
