@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from bastion.attacks import PGD, DeepFool
 from bastion.data import Dataset
 from bastion.evaluation.checks import PASS, SKIPPED, SUSPECT, CheckSettings, run_checks, suspects
 from bastion.evaluation.evaluate import Evaluation, evaluate
@@ -104,3 +105,31 @@ def test_randomized_defense_needs_eot_and_a_detector_needs_a_detector_aware_atta
     bare = DefendedClassifier(standard_model)
     assert eot_for_randomized(bare, adaptive).status == SKIPPED
     assert detector_aware(bare, adaptive).status == SKIPPED
+
+
+def _converged(model: nn.Module, digits: Dataset, suite: dict) -> dict:
+    test = digits.test.take(100)
+    threat = ThreatModel(norm="linf", eps=0.1, domain=digits.spec.domain)
+    ev, _ = evaluate(model, test, suite, threat, [0.1])
+    return run_checks(model, test, ev, suite, threat, [0.1], CheckSettings(n_examples=100))["attack-converged"]
+
+
+def test_an_unconverged_attack_that_sets_the_worst_case_is_suspect(standard_model: nn.Module, digits: Dataset) -> None:
+    # two steps of 0.02 cannot cover an eps of 0.1: twice the steps and a restart break far more
+    check = _converged(standard_model, digits, {"pgd-weak": PGD(n_steps=2, step_size=0.02, random_start=False)})
+    assert check["status"] == SUSPECT
+    measured = check["measured"]
+    assert measured["worst_case_with_stronger"] < measured["worst_case"] - 0.03
+
+
+def test_an_unconverged_attack_whose_examples_another_attack_breaks_passes(
+    standard_model: nn.Module, digits: Dataset
+) -> None:
+    # the same weak PGD beside DeepFool: what its stronger version adds, DeepFool already broke
+    suite = {"pgd-weak": PGD(n_steps=2, step_size=0.02, random_start=False), "deepfool": DeepFool()}
+    check = _converged(standard_model, digits, suite)
+    measured = check["measured"]
+    assert measured["accuracy_stronger"] < measured["accuracy"] - 0.03  # the attack itself has not converged
+    assert measured["worst_case_with_stronger"] >= measured["worst_case"] - 0.03
+    assert check["status"] == PASS
+    assert "pgd-weak's own accuracy" in check["detail"]

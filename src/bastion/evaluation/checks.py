@@ -329,41 +329,69 @@ def converged(
     eps: float,
     s: CheckSettings,
 ) -> Check:
-    """The strongest iterative attack with more steps and one more restart must not find much more.
+    """The strongest iterative attack with more steps and one more restart must not move the worst case.
 
-    The baseline is what the evaluation itself reported for these examples (its per-example outcomes;
-    in a sequential suite, robust after this attack and the earlier ones), rerun only when absent.
+    What the check protects is the reported figure: the suite's per-example worst case. An example the
+    stronger attack breaks counts against it only if every attack of the suite left it robust; one a later
+    attack (APGD-T after APGD-CE) already broke does not overstate anything. The attack's own gap is still
+    measured and named. The baseline is what the evaluation itself reported for these examples (its
+    per-example outcomes; in a sequential suite, robust after this attack and the earlier ones), rerun only
+    when absent.
     """
     found = _iterative(attacks)
     if found is None:
         return Check("attack-converged", SKIPPED, "the suite has no iterative attack with steps and restarts")
     name, attack = found
-    split = target.split
+    n = len(target.split)
     stronger = replace(attack, n_steps=attack.n_steps * s.convergence_factor, n_restarts=attack.n_restarts + 1)
-    reported = ev.outcomes.get(name, {}).get(eps_key(eps))
-    accs = []
-    if reported is not None and len(reported) >= len(split):
-        accs.append(float(reported[: len(split)].float().mean()))
-    for a in (attack, stronger) if not accs else (stronger,):
-        accs.append(_accuracy(model, target, a, threat.with_eps(eps), s.seed))
+    at_eps = threat.with_eps(eps)
+    reported = _reported(ev, name, eps, n)
+    if reported is None:
+        _, reported = target.attack(model, attack, at_eps, seed=s.seed)
+    worst = _reported(ev, ENSEMBLE, eps, n)
+    worst = reported if worst is None else worst
+    _, robust_stronger = target.attack(model, stronger, at_eps, seed=s.seed)
+    robust_stronger = robust_stronger.to(reported.device)
+    attack_gap = _share(reported) - _share(reported & robust_stronger)
+    worst_gap = _share(worst) - _share(worst & robust_stronger)
     measured = {
         "attack": name,
         "eps": eps_key(eps),
-        "n_examples": len(split),
-        "accuracy": stored(accs[0]),
-        "accuracy_stronger": stored(accs[1]),
+        "n_examples": n,
+        "accuracy": stored(_share(reported)),
+        "accuracy_stronger": stored(_share(robust_stronger)),
+        "worst_case": stored(_share(worst)),
+        "worst_case_with_stronger": stored(_share(worst & robust_stronger)),
         "stronger": {"n_steps": stronger.n_steps, "n_restarts": stronger.n_restarts},
         "tolerance": s.tolerance,
     }
-    if _beyond(accs[0] - accs[1], s.tolerance):
+    if _beyond(worst_gap, s.tolerance):
         return Check(
             "attack-converged",
             SUSPECT,
-            f"{name} has not converged: more steps and restarts lower accuracy by {100 * (accs[0] - accs[1]):.1f} "
-            "points",
+            f"{name} has not converged: more steps and restarts lower the worst-case accuracy by "
+            f"{100 * worst_gap:.1f} points",
+            measured,
+        )
+    if _beyond(attack_gap, s.tolerance):
+        return Check(
+            "attack-converged",
+            PASS,
+            f"more steps and restarts lower {name}'s own accuracy by {100 * attack_gap:.1f} points, but the suite's "
+            f"other attacks already broke those examples: the worst case moves by {100 * worst_gap:.1f}",
             measured,
         )
     return Check("attack-converged", PASS, "more steps and restarts find no more than the tolerance", measured)
+
+
+def _reported(ev: Evaluation, attack: str, eps: float, n: int) -> Tensor | None:
+    """The evaluation's own per-example outcome of ``attack`` at ``eps`` on the first ``n`` examples, if stored."""
+    outcome = ev.outcomes.get(attack, {}).get(eps_key(eps))
+    return outcome[:n].bool() if outcome is not None and len(outcome) >= n else None
+
+
+def _share(robust: Tensor) -> float:
+    return float(robust.float().mean()) if robust.numel() else float("nan")
 
 
 def noise_weaker(
