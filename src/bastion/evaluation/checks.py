@@ -234,7 +234,7 @@ def _domain_width(threat: ThreatModel, x: Tensor) -> float | None:
 def _accuracy(model: nn.Module, target: Target, attack: Attack, threat: ThreatModel, seed: int) -> float:
     """Share of the target's examples where the model holds against ``attack``."""
     _, robust = target.attack(model, attack, threat, seed=seed)
-    return float(robust.float().mean()) if robust.numel() else float("nan")
+    return _share(robust)
 
 
 def unbounded_eps(
@@ -391,6 +391,7 @@ def _reported(ev: Evaluation, attack: str, eps: float, n: int) -> Tensor | None:
 
 
 def _share(robust: Tensor) -> float:
+    """Share of True in a per-example outcome (nan when empty)."""
     return float(robust.float().mean()) if robust.numel() else float("nan")
 
 
