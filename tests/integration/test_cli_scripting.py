@@ -145,7 +145,7 @@ def test_demo_json(tmp_path: Path) -> None:
     assert set(document["models"]) == {"standard", "progressive-trades", "progressive-trades+defense"}
     defended = document["models"]["progressive-trades+defense"]
     assert defended["headline"]["failure_rate"] and 0 <= defended["defense"]["false_positive_rate"] <= 1
-    assert "> training" in result.stderr and "> evaluating" in result.stderr
+    assert "> training" in result.stderr and "> done: evaluate progressive-trades+defense" in result.stderr
 
 
 class FakeClock:

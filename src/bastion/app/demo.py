@@ -10,11 +10,11 @@ import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from bastion._typing import Norm
 from bastion.app.config import DemoConfig, TrainConfig
-from bastion.app.parallel import run_parts, worker_count
+from bastion.app.parallel import Task, run_graph, worker_count
 from bastion.app.runtime import (
     EvalPlan,
     Hooks,
@@ -38,7 +38,6 @@ QUICK_DEMO = {"epochs": 8, "suite": "quick", "n_examples": 200}
 QUICK_DEFENSE = {"adaptive_steps": 10}
 ROBUST = "progressive-trades"
 DEFENDED = "+defense"
-R = TypeVar("R")
 #: The demo's evaluation batch: the whole digits test split (360) in one.
 EVAL_BATCH = 512
 
@@ -78,7 +77,9 @@ def train_part(cfg: DemoConfig, name: str, out: Path, hooks: Hooks | None = None
 
 
 def evaluate_part(cfg: DemoConfig, name: str, out: Path, hooks: Hooks | None = None) -> Evaluation:
-    """Evaluate the saved model ``name`` (or, for ``ROBUST+defense``, the saved defense) on the test split."""
+    """Evaluate the saved model ``name`` on the test split; for ``ROBUST+defense``, first build the runtime
+    defense around it (fitted on the training split, calibrated on validation) and save it to
+    ``out/defenses/ROBUST``."""
     data = load_dataset(cfg.data, seed=cfg.seed)
     device = resolve_device(cfg.device)
     test = data.test.take(cfg.n_examples)
@@ -86,35 +87,35 @@ def evaluate_part(cfg: DemoConfig, name: str, out: Path, hooks: Hooks | None = N
     model = load_model(out / "models" / name.removesuffix(DEFENDED), device=device)
     if not name.endswith(DEFENDED):
         return plan.model(model, test)
-    defended = load_defense(out / "defenses" / ROBUST, model)
+    built = build_defense(model, cfg.defense, data.train.to(device), data.val.to(device), domain=data.spec.domain)
+    save_defense(built, out / "defenses" / ROBUST)
+    defended = load_defense(out / "defenses" / ROBUST, model)  # what was saved is what is evaluated
     return plan.defense(defended, test, adaptive=cfg.defense.adaptive, adaptive_steps=cfg.defense.adaptive_steps)
 
 
-def run_demo_parts(
-    cfg: DemoConfig, out: Path, hooks: Hooks, part: Callable[..., R], names: list[str], what: str
-) -> list[R]:
-    """``part(cfg, name, out, hooks)`` for each name, in worker processes when there are several workers
-    (each reports its own progress through ``hooks.worker``; the part's end is reported here)."""
-    workers = worker_count(cfg.workers, resolve_device(cfg.device), len(names))
-    hooks.stage(f"{what}: {', '.join(names)} ({workers} worker process(es))")
-    started = time.perf_counter()
-    fn: Callable[..., R] = part
-    parts: list[tuple[Any, ...]] = [(cfg, name, out, hooks) for name in names]
-    if workers > 1:
-        fn, parts = in_worker, [(functools.partial(part, cfg, name, out), hooks.worker, name) for name in names]
-    return run_parts(
-        fn,
-        parts,
-        workers,
-        on_done=lambda i, _: hooks.stage(f"done: {names[i]} ({time.perf_counter() - started:.0f} s)"),
-    )
+def demo_tasks(cfg: DemoConfig, out: Path, hooks: Hooks, workers: int) -> dict[str, Task]:
+    """The two trainings and the three evaluations, each evaluation after the training it needs, longest
+    first among those ready together: the standard model is evaluated while the robust one still trains."""
+
+    def task(part: Callable[..., Any], name: str, after: tuple[str, ...] = ()) -> Task:
+        if workers > 1:  # each worker reports its own progress through hooks.worker
+            return Task(in_worker, (functools.partial(part, cfg, name, out), hooks.worker, name), after)
+        return Task(part, (cfg, name, out, hooks), after)
+
+    return {
+        f"train {ROBUST}": task(train_part, ROBUST),
+        "train standard": task(train_part, "standard"),
+        f"evaluate {ROBUST + DEFENDED}": task(evaluate_part, ROBUST + DEFENDED, (f"train {ROBUST}",)),
+        f"evaluate {ROBUST}": task(evaluate_part, ROBUST, (f"train {ROBUST}",)),
+        "evaluate standard": task(evaluate_part, "standard", ("train standard",)),
+    }
 
 
 def run_demo(cfg: DemoConfig, out: Path, *, quick: bool = False, hooks: Hooks | None = None) -> dict[str, Any]:
     """The main job: standard vs progressive TRADES, the runtime defense, and an honest evaluation.
 
-    The two trainings, then the three evaluations, are independent parts: on CPU they run in parallel
-    worker processes (``cfg.workers``; bastion.app.parallel).
+    The two trainings and the three evaluations are tasks, each evaluation after its training: on CPU they
+    run in parallel worker processes (``cfg.workers``; bastion.app.parallel.run_graph).
     """
     hooks = hooks or Hooks()
     if quick:
@@ -126,14 +127,19 @@ def run_demo(cfg: DemoConfig, out: Path, *, quick: bool = False, hooks: Hooks | 
     test = data.test.take(cfg.n_examples)
     results = run_results("demo", cfg, data, threat=threat_record("linf", cfg.eps, cfg.suite, build_suite(cfg.suite)))
     names = list(demo_train_configs(cfg))
-    # The robust model takes longest: it goes first.
-    records = run_demo_parts(cfg, out, hooks, train_part, names[::-1], f"training ({cfg.epochs} epochs)")[::-1]
-    robust = load_model(out / "models" / ROBUST, device=device)
-    defended = build_defense(robust, cfg.defense, data.train.to(device), data.val.to(device), domain=data.spec.domain)
-    save_defense(defended, out / "defenses" / ROBUST)
-    evaluated = [ROBUST + DEFENDED, ROBUST, "standard"]  # longest first
-    evaluations = run_demo_parts(cfg, out, hooks, evaluate_part, evaluated, f"evaluating on {len(test)} test examples")
-    by_name = dict(zip(evaluated, evaluations, strict=True))
+    workers = worker_count(cfg.workers, device, 2)
+    hooks.stage(
+        f"training ({cfg.epochs} epochs) and evaluating on {len(test)} test examples: {', '.join(names)}, "
+        f"{ROBUST + DEFENDED} ({workers} worker process(es))"
+    )
+    started = time.perf_counter()
+    done = run_graph(
+        demo_tasks(cfg, out, hooks, workers),
+        workers,
+        on_done=lambda name, _: hooks.stage(f"done: {name} ({time.perf_counter() - started:.0f} s)"),
+    )
+    records = [done[f"train {name}"] for name in names]
+    by_name = {name: done[f"evaluate {name}"] for name in [*names, ROBUST + DEFENDED]}
     training = dict(zip(names, records, strict=True))
     for name in names:
         results["models"][name] = {"path": f"models/{name}", **by_name[name].to_dict(), "training": training[name]}

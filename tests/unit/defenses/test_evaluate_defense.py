@@ -115,3 +115,47 @@ def test_a_sequence_suite_attacks_only_the_inputs_still_standing(digits: Dataset
     assert seq.robust_accuracy["pgd"]["0.2"] <= seq.robust_accuracy["fgsm"]["0.2"]
     assert seq.robust_accuracy["pgd"]["0.2"] <= alone.robust_accuracy["pgd"]["0.2"]
     assert seq.defense["failure_rate"]["ensemble"]["0.2"] >= alone.defense["failure_rate"]["pgd"]["0.2"]
+
+
+def test_in_a_sequence_the_query_attack_skips_misclassified_inputs_and_gradient_attacks_skip_failed_ones(
+    digits: Dataset, trades_model: nn.Module
+) -> None:
+    """After FGSM, a gradient attack still runs on every input that has not failed (misclassified but
+    flagged inputs included: re-attacking them finds unflagged evasions), a Probed query attack only on the
+    inputs still classified correctly (it ignores the detector, so a misclassification there is no gain)."""
+    from dataclasses import dataclass, field
+
+    from bastion.attacks import Attack
+    from bastion.attacks.probe import Probed
+    from bastion.attacks.worst_case import AttackSequence
+    from bastion.goals import Goal
+
+    @dataclass(frozen=True, kw_only=True)
+    class Recorder(Attack):
+        calls: list[int] = field(default_factory=list)
+        early_stop: bool = False  # see every input handed over, clean-misclassified ones included
+
+        def _perturb(
+            self, model: nn.Module, x: torch.Tensor, goal: Goal, threat: ThreatModel, rng: object
+        ) -> torch.Tensor:
+            self.calls.append(x.shape[0])
+            return x.clone()
+
+    defense = Defense(trades_model, [BitDepth(3)], [MahalanobisDetector(trades_model)], domain=digits.spec.domain)
+    defense.fit(digits.train.x, digits.train.y).calibrate(digits.val.x)
+    threat = ThreatModel(norm="linf", eps=0.3, domain=digits.spec.domain)
+    test = digits.test.take(80)
+    gradient, query = Recorder(), Recorder()
+    suite = AttackSequence(
+        {"fgsm": FGSM(), "gradient": gradient, "query": Probed(base=query, n_probe=1000, early_stop=False)}
+    )
+    ev = evaluate_defense(defense, test, suite, threat, [0.3], adaptive=False)
+    assert ev.defense is not None
+    failed = round(ev.defense["failure_rate"]["fgsm"]["0.3"] * len(test))
+    wrong = len(test) - round(ev.robust_accuracy["fgsm"]["0.3"] * len(test))
+    assert wrong > failed  # the case that matters: some misclassified inputs were flagged
+    assert gradient.calls == [len(test) - failed]
+    assert query.calls == [len(test) - wrong]
+    # the recorders change nothing: the later columns keep FGSM's inputs
+    assert ev.defense["failure_rate"]["query"]["0.3"] == ev.defense["failure_rate"]["fgsm"]["0.3"]
+    assert ev.robust_accuracy["query"]["0.3"] == ev.robust_accuracy["fgsm"]["0.3"]
