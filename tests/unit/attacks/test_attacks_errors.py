@@ -54,6 +54,8 @@ def test_mismatched_batch_and_out_of_range_labels(name, batch) -> None:
         (lambda: MIFGSM(decay=-1), "decay"),
         (lambda: Square(n_queries=0), "n_queries"),
         (lambda: Square(p_init=0), "p_init"),
+        (lambda: Square(stall_window=0), "stall_window"),
+        (lambda: Square(stall_factor=0), "stall_factor"),
         (lambda: CW(c_init=0), "c_init"),
         (lambda: DeepFool(n_candidates=1), "n_candidates"),
     ],

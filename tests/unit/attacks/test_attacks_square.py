@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from attack_fixtures import GradientFree, small_mlp
+from attack_fixtures import GradientFree, Linear, small_mlp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bastion.attacks import Square
 from bastion.attacks.square import p_schedule
@@ -66,4 +68,54 @@ def test_square_spends_no_query_on_an_unchanged_input() -> None:
     later = torch.cat(model.seen[1:-1])  # the last call is the base class's success check
     assert not (later.flatten(1)[:, None] == start.flatten(1)[None]).all(dim=2).any()
     assert result.n_queries is not None and (result.n_queries < 150).all()
+    assert threat.contains(result.x_adv, x).all()
+
+
+class _Flat(torch.nn.Module):
+    """Logits that ignore the input: no query can ever move the margin."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tensor([[5.0, 0.0, 0.0]]).expand(len(x), -1)
+
+
+def test_square_stops_querying_an_example_whose_margin_does_not_move() -> None:
+    x, y = torch.full((3, 1, 8, 8), 0.5), torch.zeros(3, dtype=torch.long)
+    threat = ThreatModel(norm="linf", eps=0.1)
+    rng = torch.Generator().manual_seed(0)
+    full = Square(n_queries=1000)(_Flat(), x, Misclassify(y), threat, rng=rng)
+    stalled = Square(n_queries=1000, stall_window=50)(_Flat(), x, Misclassify(y), threat, rng=rng)
+    assert full.n_queries is not None and (full.n_queries > 400).all()  # unmoved candidates are not queried
+    assert stalled.n_queries is not None and (stalled.n_queries <= 51).all()
+
+
+def _linear_race() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """Margin = 15 - w.delta (example 0) and 35 - w.delta (example 1) for a +-1 weight vector w over 400
+    features: at eps 0.1 (max w.delta = 40) Square breaks example 1 only late, after ~1,700 queries."""
+    signs = torch.randint(0, 2, (400,), generator=torch.Generator().manual_seed(123)).float() * 2 - 1
+    model = Linear(torch.stack([torch.zeros(400), signs]), torch.tensor([15.0, -0.5 * float(signs.sum())]))
+    x = torch.full((2, 400), 0.5)
+    x[1] -= 0.05 * signs
+    return model, x, torch.zeros(2, dtype=torch.long)
+
+
+def test_square_stall_rule_keeps_an_example_still_making_steady_progress() -> None:
+    model, x, y = _linear_race()
+    threat = ThreatModel(norm="linf", eps=0.1)
+    result = Square(n_queries=3000, stall_window=300)(
+        model, x, Misclassify(y), threat, rng=torch.Generator().manual_seed(0)
+    )
+    assert result.success.all()
+    assert result.n_queries is not None and int(result.n_queries[1]) > 1000, "example 1 falls late"
+    assert threat.contains(result.x_adv, x).all()
+
+
+@given(window=st.integers(1, 400), factor=st.floats(0.1, 10.0), seed=st.integers(0, 2**16))
+@settings(max_examples=15, deadline=None)
+def test_square_stall_rule_respects_budget_and_ball(window: int, factor: float, seed: int) -> None:
+    model, x, y = _linear_race()
+    threat = ThreatModel(norm="linf", eps=0.1)
+    result = Square(n_queries=400, stall_window=window, stall_factor=factor)(
+        model, x, Misclassify(y), threat, rng=torch.Generator().manual_seed(seed)
+    )
+    assert result.n_queries is not None and int(result.n_queries.max()) <= 400 + 2
     assert threat.contains(result.x_adv, x).all()
