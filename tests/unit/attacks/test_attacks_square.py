@@ -71,19 +71,13 @@ def test_square_spends_no_query_on_an_unchanged_input() -> None:
     assert threat.contains(result.x_adv, x).all()
 
 
-class _Flat(torch.nn.Module):
-    """Logits that ignore the input: no query can ever move the margin."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.tensor([[5.0, 0.0, 0.0]]).expand(len(x), -1)
-
-
 def test_square_stops_querying_an_example_whose_margin_does_not_move() -> None:
+    """_Recorder's logits ignore the input, so no query can move the margin."""
     x, y = torch.full((3, 1, 8, 8), 0.5), torch.zeros(3, dtype=torch.long)
     threat = ThreatModel(norm="linf", eps=0.1)
     rng = torch.Generator().manual_seed(0)
-    full = Square(n_queries=1000)(_Flat(), x, Misclassify(y), threat, rng=rng)
-    stalled = Square(n_queries=1000, stall_window=50)(_Flat(), x, Misclassify(y), threat, rng=rng)
+    full = Square(n_queries=1000)(_Recorder(), x, Misclassify(y), threat, rng=rng)
+    stalled = Square(n_queries=1000, stall_window=50)(_Recorder(), x, Misclassify(y), threat, rng=rng)
     assert full.n_queries is not None and (full.n_queries > 400).all()  # unmoved candidates are not queried
     assert stalled.n_queries is not None and (stalled.n_queries <= 51).all()
 
