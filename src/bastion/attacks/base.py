@@ -32,7 +32,8 @@ class AttackResult:
     ``n_queries`` (N,) counts the forward passes spent on each example (the clean and the final check
     included) when the attack tracks them (None otherwise). ``min_norm`` (N,) is, for minimum-norm
     attacks (CW, DeepFool), the norm of the smallest misclassifying perturbation found before the
-    budget projection (inf where none was found); ``success`` still only counts within eps.
+    budget projection (inf where none was found); ``success`` still only counts within eps. ``logits``
+    (N, C) are the model's logits at x_adv, the ones ``success`` was judged on.
     """
 
     x_adv: Tensor
@@ -42,6 +43,7 @@ class AttackResult:
     wall_time_s: float
     n_queries: Tensor | None = None
     min_norm: Tensor | None = None
+    logits: Tensor | None = None
 
     @property
     def robust(self) -> Tensor:
@@ -213,8 +215,19 @@ class Attack(ABC):
         threat: ThreatModel,
         *,
         rng: torch.Generator | None = None,
+        prior_score: Tensor | None = None,
     ) -> AttackResult:
+        """Attack ``x`` toward ``goal`` within ``threat``.
+
+        ``prior_score`` (N,) is the lowest :func:`~bastion.attacks.losses.goal_score` earlier attacks
+        reached on each example; an attack that spends its budget nearest-first (:class:`Probed`) orders
+        by it, every other attack ignores it.
+        """
         check_batch(x, goal, threat)
+        if prior_score is not None and prior_score.shape != (x.shape[0],):
+            raise InputValidationError(
+                f"prior_score has shape {tuple(prior_score.shape)}, expected ({x.shape[0]},): one per example"
+            )
         start = time.perf_counter()
         counter = PassCounter()
         counted = CountingModel(model, counter)
@@ -236,7 +249,8 @@ class Attack(ABC):
             min_norm: Tensor | None = None
             if todo.any() and threat.eps > 0:
                 idx = todo.nonzero().squeeze(1)
-                out = self._perturb(counted, x[idx], goal.subset(idx), threat, rng)
+                prior = prior_score[idx] if prior_score is not None else None
+                out = self._perturb_after(counted, x[idx], goal.subset(idx), threat, rng, prior)
                 sub = (out.x_adv if isinstance(out, Perturbation) else out).detach()
                 legal = project_legal(threat, sub, x[idx])
                 x_adv[idx] = legal
@@ -262,6 +276,7 @@ class Attack(ABC):
             wall_time_s=time.perf_counter() - start,
             n_queries=n_queries,
             min_norm=min_norm,
+            logits=adv_logits.detach(),
         )
 
     def perturb(
@@ -300,6 +315,19 @@ class Attack(ABC):
 
     def _skips_satisfied(self) -> bool:
         return bool(getattr(self, "early_stop", True))
+
+    def _perturb_after(
+        self,
+        model: Classifier,
+        x: Tensor,
+        goal: Goal,
+        threat: ThreatModel,
+        rng: torch.Generator | None,
+        prior_score: Tensor | None,
+    ) -> Tensor | Perturbation:
+        """``_perturb`` for an attack told how near earlier attacks got (``prior_score``, or None); only
+        attacks that order their work by it override this."""
+        return self._perturb(model, x, goal, threat, rng)
 
     @abstractmethod
     def _perturb(

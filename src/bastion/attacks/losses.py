@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from bastion.goals import Diverge, Goal, Reach
+
 
 def cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
     """(N,) cross-entropy against integer labels."""
@@ -73,3 +75,19 @@ def dlr_targeted(logits: Tensor, y: Tensor, target: Tensor) -> Tensor:
     tgt = logits.gather(1, target[:, None]).squeeze(1)
     scale = (sorted_logits[:, 0] - (sorted_logits[:, 2] + sorted_logits[:, 3]) / 2).clamp_min(1e-12)
     return -(true - tgt) / scale
+
+
+def goal_score(logits: Tensor, goal: Goal) -> Tensor:
+    """(N,) how far each example is from its goal, to minimise: for label goals the margin of the label
+    to keep (or, for ``Reach``, of the best other label over the target), <= 0 once the goal is met; for
+    ``Diverge`` minus the KL divergence from the reference (no zero crossing).
+
+    One scale for every attack, so the worst-case sequence can tell which survivors an earlier attack
+    brought nearest to breaking (``bastion.attacks.worst_case``).
+    """
+    if isinstance(goal, Diverge):
+        return -kl_to_reference(logits, goal.reference)
+    ref = goal.reference
+    chosen = logits.gather(1, ref[:, None]).squeeze(1)
+    others = logits.scatter(1, ref[:, None], float("-inf")).amax(dim=1)
+    return others - chosen if isinstance(goal, Reach) else chosen - others

@@ -16,9 +16,9 @@ from torch import Tensor
 
 from bastion._typing import Classifier, Norm
 from bastion.attacks.base import Attack, Perturbation, keep_best
-from bastion.attacks.losses import kl_to_reference
+from bastion.attacks.losses import goal_score
 from bastion.errors import ConfigError
-from bastion.goals import Diverge, Goal, Misclassify, Reach
+from bastion.goals import Goal, Misclassify, Reach
 from bastion.threat import ThreatModel
 
 #: Iterations (of a 10,000-query run) after which p is halved; rescaled to the actual budget (paper, App. A).
@@ -29,16 +29,6 @@ def p_schedule(p_init: float, iteration: int, n_queries: int) -> float:
     """The window-area fraction at ``iteration``: p_init halved at each rescaled checkpoint passed."""
     it = int(iteration / max(n_queries, 1) * 10000)
     return p_init / 2 ** sum(it > h for h in _HALVINGS)
-
-
-def _score(logits: Tensor, goal: Goal) -> Tensor:
-    """(n,) value to minimise; negative margins mean the goal is met (for label goals)."""
-    if isinstance(goal, Diverge):
-        return -kl_to_reference(logits, goal.reference)
-    ref = goal.reference
-    chosen = logits.gather(1, ref[:, None]).squeeze(1)
-    others = logits.scatter(1, ref[:, None], -math.inf).amax(dim=1)
-    return others - chosen if isinstance(goal, Reach) else chosen - others
 
 
 def _window_mask(
@@ -123,7 +113,7 @@ class Square(Attack):
         def query(x_new: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
             logits = model(x_new.reshape(-1, *shape[1:]))
             sub = goal.subset(rows)
-            return _score(logits, sub), sub.satisfied(logits)
+            return goal_score(logits, sub), sub.satisfied(logits)
 
         def project(x_new: Tensor, rows: Tensor) -> Tensor:
             return threat.project(x_new.reshape(-1, *shape[1:]), x[rows]).reshape(x_new.shape)

@@ -45,9 +45,10 @@ def tabular() -> dict[str, Attack]:
 def standard() -> dict[str, Attack]:
     """AutoAttack-grade worst case: APGD-CE, APGD-T (9 targets), DeepFool (minimum norm), Square (5,000 queries).
 
-    Square attacks the survivors nearest the boundary first, in chunks of 32, 64, 128, ... for as long as
-    the last chunk yielded a success, and all of them when the survivors' input gradients are not all
-    finite and non-zero (bastion.attacks.probe).
+    Square attacks the survivors APGD brought nearest the boundary first, in chunks of 8, 16, 32, ... (in a
+    defense's evaluation, ordered by the clean loss: 32, 64, ...) for as long as the last chunk yielded a
+    success, and all of them when the survivors' input gradients are not all finite and non-zero
+    (bastion.attacks.probe).
 
     DeepFool takes FAB-T's slot as the boundary-seeking minimum-norm member. Needs >= 4 classes (APGD-T);
     use ``binary`` for two-class tasks.

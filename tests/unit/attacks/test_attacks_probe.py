@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pytest
 import torch
 from attack_fixtures import small_mlp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import Tensor, nn
 
-from bastion.attacks import APGD, APGDT, Attack, cross_entropy
+from bastion.attacks import APGD, APGDT, FGSM, Attack, cross_entropy
+from bastion.attacks.losses import goal_score
 from bastion.attacks.probe import Probed, boundary_order
-from bastion.goals import Goal, Misclassify
+from bastion.attacks.worst_case import worst_case
+from bastion.errors import InputValidationError
+from bastion.goals import Goal, Misclassify, Reach
 from bastion.threat import ThreatModel
 
 
@@ -22,12 +28,14 @@ class Recorder(Attack):
     shift: float = 0.0
     shifted_calls: int | None = None
     calls: list[int] = field(default_factory=list)
+    inputs: list[Tensor] = field(default_factory=list)
     early_stop: bool = False
 
     def _perturb(
         self, model: nn.Module, x: Tensor, goal: Goal, threat: ThreatModel, rng: torch.Generator | None
     ) -> Tensor:
         self.calls.append(x.shape[0])
+        self.inputs.append(x.clone())
         shifted = self.shifted_calls is None or len(self.calls) <= self.shifted_calls
         return x + (self.shift if shifted else 0.0)
 
@@ -94,6 +102,64 @@ def test_the_probe_takes_the_examples_nearest_the_boundary() -> None:
     order = boundary_order(logits, Misclassify(y))
     loss = cross_entropy(logits, y)
     assert torch.all(loss[order][:-1] >= loss[order][1:])
+
+
+def test_a_prior_score_puts_the_examples_earlier_attacks_brought_nearest_first() -> None:
+    model, x, y = batch()
+    prior = torch.randperm(40, generator=torch.Generator().manual_seed(3)).float()
+    base = Recorder()
+    Probed(base=base, n_probe_prior=4)(model, x, Misclassify(y), THREAT, prior_score=prior)
+    assert torch.equal(base.inputs[0], x[prior.argsort()[:4]])
+
+
+def test_a_prior_score_of_the_wrong_shape_is_refused() -> None:
+    model, x, y = batch()
+    with pytest.raises(InputValidationError, match="prior_score"):
+        Probed(base=Recorder())(model, x, Misclassify(y), THREAT, prior_score=torch.zeros(39))
+
+
+@dataclass(frozen=True, kw_only=True)
+class PriorSpy(Attack):
+    """Keeps the prior_score it is given and changes nothing."""
+
+    seen: list[Tensor | None] = field(default_factory=list)
+
+    def _perturb_after(self, model, x, goal, threat, rng, prior_score):
+        self.seen.append(prior_score)
+        return x
+
+    def _perturb(self, model, x, goal, threat, rng):
+        raise AssertionError("the sequence must go through _perturb_after")
+
+
+def test_the_sequence_tells_each_attack_the_nearest_score_earlier_attacks_reached() -> None:
+    model, x, y = batch(60)
+    threat = ThreatModel(norm="linf", eps=0.05)
+    spy = PriorSpy()
+    result = worst_case(model, x, y, {"fgsm": FGSM(), "spy": spy}, threat)
+    survivors = result.robust_after["fgsm"]
+    assert 0 < int(survivors.sum()) < 60, "fixture: FGSM must break some examples and not all"
+    x_fgsm = FGSM()(model, x, Misclassify(y), threat).x_adv
+    with torch.no_grad():
+        clean = goal_score(model(x), Misclassify(y))
+        after_fgsm = goal_score(model(x_fgsm), Misclassify(y))
+    expected = torch.minimum(clean, after_fgsm)[survivors]
+    (prior,) = spy.seen
+    assert prior is not None and torch.allclose(prior, expected)
+    assert torch.allclose(result.nearest[survivors], expected)  # the spy moved nothing
+    assert (result.nearest[~survivors] <= 0).all()  # broken or misclassified: at or past the boundary
+    assert (prior < clean[survivors]).any(), "FGSM moved some survivors nearer the boundary"
+
+
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n_classes=st.integers(2, 6))
+def test_goal_score_is_negative_exactly_when_the_goal_is_met(seed: int, n_classes: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(32, n_classes, generator=g)
+    labels = torch.randint(0, n_classes, (32,), generator=g)
+    for goal in (Misclassify(labels), Reach(labels)):
+        score = goal_score(logits, goal)
+        assert torch.equal(score < 0, goal.satisfied(logits))
 
 
 def test_settled_apgd_breaks_what_full_apgd_breaks_with_fewer_gradients() -> None:
