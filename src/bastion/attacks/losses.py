@@ -87,7 +87,5 @@ def goal_score(logits: Tensor, goal: Goal) -> Tensor:
     """
     if isinstance(goal, Diverge):
         return -kl_to_reference(logits, goal.reference)
-    ref = goal.reference
-    chosen = logits.gather(1, ref[:, None]).squeeze(1)
-    others = logits.scatter(1, ref[:, None], float("-inf")).amax(dim=1)
-    return others - chosen if isinstance(goal, Reach) else chosen - others
+    gap = margin(logits, goal.reference)  # best other label over the reference
+    return gap if isinstance(goal, Reach) else -gap
