@@ -51,6 +51,8 @@ def test_mismatched_batch_and_out_of_range_labels(name, batch) -> None:
         (lambda: APGD(n_steps=0), "n_steps"),
         (lambda: APGD(rho=1.5), "rho"),
         (lambda: APGDT(n_targets=0), "n_targets"),
+        (lambda: APGDT(max_gap_ratio=0.9), "max_gap_ratio"),
+        (lambda: APGDT(max_gap_ratio=float("nan")), "max_gap_ratio"),
         (lambda: MIFGSM(decay=-1), "decay"),
         (lambda: Square(n_queries=0), "n_queries"),
         (lambda: Square(p_init=0), "p_init"),
