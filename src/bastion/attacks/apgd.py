@@ -186,9 +186,10 @@ class APGDT(Attack):
     Args:
         n_targets: how many target classes to try (the paper's 9; capped at C - 1).
         max_gap_ratio: attack each target after the first only on examples whose clean logit gap to it,
-            z_y - z_t, is at most this multiple of the gap to the first (the runner-up class). Far targets almost never
-            break an example that nearer ones could not, so they cost time for nothing; on the MNIST
-            TRADES and digits models every break by a later target had a ratio <= 1.32 (docs/attacks.md).
+            z_y - z_t, is at most this multiple of the gap to the first (the runner-up class). Far targets
+            almost never break an example that nearer ones could not, so they cost time for nothing; on
+            the MNIST TRADES and digits models every break by a later target had a ratio <= 1.32
+            (docs/attacks.md).
             None (the paper's behaviour) tries every target on every survivor.
         n_steps, n_restarts, rho, momentum, random_start, early_stop: as in APGD, per target.
     """
@@ -233,12 +234,12 @@ class APGDT(Attack):
         else:
             y = goal.reference
             ranked = clean_logits.masked_fill(torch.nn.functional.one_hot(y, n_classes).bool(), -math.inf)
-            order = ranked.argsort(dim=1, descending=True)
+            wrong, order = ranked.sort(dim=1, descending=True)
             targets = [order[:, r] for r in range(min(self.n_targets, n_classes - 1))]
             eligible = [None] * len(targets)
             if self.max_gap_ratio is not None:
                 # Gaps of a misclassified example are <= 0 and the ratio is meaningless: keep every target.
-                gaps = clean_logits.gather(1, y[:, None]) - clean_logits.gather(1, order[:, : len(targets)])
+                gaps = clean_logits.gather(1, y[:, None]) - wrong[:, : len(targets)]
                 far = (gaps > self.max_gap_ratio * gaps[:, :1]) & (gaps[:, :1] > 0)
                 eligible = [None] + [~far[:, r] for r in range(1, len(targets))]
 
