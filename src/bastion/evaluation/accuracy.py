@@ -62,11 +62,13 @@ def robust_accuracy(
     rng: torch.Generator | None = None,
     batch_size: int = 256,
     goal: GoalOf = Misclassify,
+    prior_score: Tensor | None = None,
 ) -> RobustResult:
     """Attack every example (untargeted, unless ``goal`` maps the labels to another goal) and report which
     the attack did not win (``correct``).
 
-    An example the model already gets wrong counts as not robust; the attack skips it.
+    An example the model already gets wrong counts as not robust; the attack skips it. ``prior_score`` (N,):
+    the lowest margin earlier attacks reached per example, handed on batch by batch (see ``Attack``).
     """
     xs, correct = [], []
     n_fwd = n_bwd = 0
@@ -75,7 +77,8 @@ def robust_accuracy(
     progress.advance(0, len(starts), "batches")
     for b, i in enumerate(starts, 1):
         x, y = split.x[i : i + batch_size], split.y[i : i + batch_size]
-        result = attack(model, x, goal(y), threat, rng=rng)
+        prior = prior_score[i : i + batch_size] if prior_score is not None else None
+        result = attack(model, x, goal(y), threat, rng=rng, prior_score=prior)
         xs.append(result.x_adv)
         correct.append(~result.success)
         n_fwd, n_bwd, wall = n_fwd + result.n_forward, n_bwd + result.n_backward, wall + result.wall_time_s

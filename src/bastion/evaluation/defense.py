@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from bastion.attacks import PGD, Attack
 from bastion.attacks.adaptive import AdaptivePGD, Transfer
+from bastion.attacks.losses import goal_score
 from bastion.attacks.probe import Probed
 from bastion.attacks.worst_case import AttackSequence
 from bastion.data.spec import Split
@@ -28,6 +29,7 @@ from bastion.defenses.transforms import is_randomized
 from bastion.evaluation.plain import AccuracyCells, start_cells
 from bastion.evaluation.record import ENSEMBLE, Evaluation, Table, put, stored, stored_interval, worst_case
 from bastion.evaluation.runner import CellHook, run_grid
+from bastion.goals import Misclassify
 from bastion.threat import ThreatModel
 
 #: Decimal places of the stored ROC points and latencies.
@@ -173,6 +175,9 @@ class DefenseCells:
     _plain_failed: dict[float, Tensor] = field(default_factory=dict, init=False)
     _plain_wrong: dict[float, Tensor] = field(default_factory=dict, init=False)
     _plain_x: dict[float, Tensor] = field(default_factory=dict, init=False)
+    #: eps -> (N,) the lowest margin (``goal_score``) of the defense's label any plain attack reached per
+    #: input: the probed Square attacks the inputs nearest to breaking first, as in a model's sequence.
+    _plain_margin: dict[float, Tensor] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.n = len(self.accuracy.target.split)
@@ -188,9 +193,11 @@ class DefenseCells:
         was 40% of the evaluation's time for 2 of 360 inputs at eps 0.1 and 0.2, while re-running the
         gradient attacks there found 20 unflagged evasions at 0.2, so they keep doing it.
         """
-        skip = self._plain_wrong if isinstance(attack, Probed) else self._plain_failed
+        probed = isinstance(attack, Probed)
+        skip = self._plain_wrong if probed else self._plain_failed
         done = skip.get(eps) if self.sequence and name not in self.adaptive else None
-        result = self.accuracy.cell(name, attack, eps, done=done)
+        prior = self._plain_margin.get(eps) if self.sequence and probed else None
+        result = self.accuracy.cell(name, attack, eps, done=done, prior_score=prior)
         robust, x_adv = result.correct, result.x_adv
         if done is not None:
             x_adv = torch.where(done.view(-1, *[1] * (x_adv.dim() - 1)), self._plain_x[eps], x_adv)
@@ -213,6 +220,7 @@ class DefenseCells:
         wrong = d.labels != y
         if name not in self.adaptive:
             self._remember_plain(eps, x_adv, failed, wrong)
+            self._remember_margin(eps, d)
         fooled = wrong & (self.clean.labels == y)
         detected = d.flagged[fooled]
         has_detector = self.defended.detector is not None
@@ -233,6 +241,23 @@ class DefenseCells:
         self._plain_x[eps][better] = x_adv[better]
         self._plain_failed[eps] = self._plain_failed[eps] | failed
         self._plain_wrong[eps] = self._plain_wrong[eps] | wrong
+
+    def _remember_margin(self, eps: float, decision: Decision) -> None:
+        """Lower the per-input margin record (which starts at the clean input's) with this cell's."""
+        score = self._margin(decision)
+        before = self._plain_margin.get(eps, self._margin(self.clean))
+        self._plain_margin[eps] = torch.minimum(before, score)
+
+    def _margin(self, decision: Decision) -> Tensor:
+        """(N,) the margin of the defense's label, from the log of its softmax: the log-softmax differs
+        from the logits by one constant per input, so the gap between two labels is the same. Inputs
+        without usable probabilities count as farthest (they are flagged anyway)."""
+        probs = decision.probabilities
+        y = self.accuracy.target.split.y
+        if probs is None:
+            return torch.full(y.shape, float("inf"), device=y.device)
+        score = goal_score(probs.clamp_min(torch.finfo(probs.dtype).tiny).log(), Misclassify(y))
+        return torch.nan_to_num(score, nan=float("inf"))
 
     def record_failure(self, name: str, eps: float, failed: Tensor) -> None:
         put(self.report["failure_rate"], name, eps, stored(failed.float().mean()))

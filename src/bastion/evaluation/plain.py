@@ -64,15 +64,24 @@ class AccuracyCells(ImageCells):
     def target(self) -> EveryExample:
         return EveryExample(self.test)
 
-    def cell(self, name: str, attack: Attack, eps: float, *, done: Tensor | None = None) -> RobustResult:
+    def cell(
+        self, name: str, attack: Attack, eps: float, *, done: Tensor | None = None, prior_score: Tensor | None = None
+    ) -> RobustResult:
         """``done``: (N,) inputs an earlier attack already broke; they are not attacked and count as broken
-        (the caller puts their breaking inputs into ``x_adv``)."""
+        (the caller puts their breaking inputs into ``x_adv``). ``prior_score`` (N,): the lowest margin
+        earlier attacks reached per input, for an attack that spends its budget nearest-first."""
         target, rows = self.target, None
         if done is not None and bool(done.any()):
             rows = (~done).nonzero().squeeze(1)
             target = EveryExample(Split(self.test.x[rows], self.test.y[rows]))
+            prior_score = prior_score[rows] if prior_score is not None else None
         result, robust = target.attack(
-            self.model, attack, self.threat.with_eps(eps), seed=self.seed, batch_size=self.batch_size
+            self.model,
+            attack,
+            self.threat.with_eps(eps),
+            seed=self.seed,
+            batch_size=self.batch_size,
+            prior_score=prior_score,
         )
         if rows is not None:
             result = widen(result, rows, self.test.x)

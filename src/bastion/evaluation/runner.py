@@ -125,10 +125,19 @@ class EveryExample:
         return Misclassify(y)
 
     def attack(
-        self, model: nn.Module, attack: Attack, threat: ThreatModel, *, seed: int, batch_size: int = 256
+        self,
+        model: nn.Module,
+        attack: Attack,
+        threat: ThreatModel,
+        *,
+        seed: int,
+        batch_size: int = 256,
+        prior_score: Tensor | None = None,
     ) -> tuple[RobustResult, Tensor]:
         rng = seeded(self.split.x.device, seed)
-        result = robust_accuracy(model, self.split, attack, threat, rng=rng, batch_size=batch_size)
+        result = robust_accuracy(
+            model, self.split, attack, threat, rng=rng, batch_size=batch_size, prior_score=prior_score
+        )
         return result, result.correct
 
     def holds(self, model: nn.Module, x: Tensor) -> Tensor:

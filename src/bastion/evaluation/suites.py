@@ -51,8 +51,8 @@ def standard() -> dict[str, Attack]:
 
     APGD-T tries a later target only where its clean logit gap is <= 1.5x the runner-up's (MAX_GAP_RATIO).
 
-    Square attacks the survivors APGD brought nearest the boundary first, in chunks of 8, 16, 32, ... (in a
-    defense's evaluation, ordered by the clean loss: 32, 64, ...) for as long as the last chunk yielded a
+    Square attacks the survivors APGD brought nearest the boundary first (in a defense's evaluation: by the
+    margin of the defense's label), in chunks of 8, 16, 32, ... for as long as the last chunk yielded a
     success, and all of them when the survivors' input gradients are not all finite and non-zero
     (bastion.attacks.probe).
 

@@ -159,3 +159,45 @@ def test_in_a_sequence_the_query_attack_skips_misclassified_inputs_and_gradient_
     # the recorders change nothing: the later columns keep FGSM's inputs
     assert ev.defense["failure_rate"]["query"]["0.3"] == ev.defense["failure_rate"]["fgsm"]["0.3"]
     assert ev.robust_accuracy["query"]["0.3"] == ev.robust_accuracy["fgsm"]["0.3"]
+
+
+def test_in_a_sequence_the_query_attack_is_told_how_near_the_plain_attacks_got(
+    digits: Dataset, trades_model: nn.Module
+) -> None:
+    """The probed Square of a defense's sequence orders its inputs by the lowest margin of the defense's
+    label that the clean input or any earlier plain attack reached, as in a model's worst case."""
+    from dataclasses import dataclass, field
+
+    from bastion.attacks.losses import goal_score
+    from bastion.attacks.probe import Probed
+    from bastion.attacks.worst_case import AttackSequence
+    from bastion.goals import Misclassify
+
+    @dataclass(frozen=True, kw_only=True)
+    class PriorRecorder(Probed):
+        priors: list[torch.Tensor | None] = field(default_factory=list)
+
+        def _perturb_after(self, model, x, goal, threat, rng, prior_score):  # type: ignore[no-untyped-def]
+            self.priors.append(prior_score)
+            return x.clone()
+
+    defense = Defense(trades_model, [BitDepth(3)], [MahalanobisDetector(trades_model)], domain=digits.spec.domain)
+    defense.fit(digits.train.x, digits.train.y).calibrate(digits.val.x)
+    threat = ThreatModel(norm="linf", eps=0.2, domain=digits.spec.domain)
+    test = digits.test.take(80)
+    query = PriorRecorder(base=FGSM())
+    suite = AttackSequence({"fgsm": FGSM(), "query": query})
+    ev = evaluate_defense(defense, test, suite, threat, [0.2], adaptive=False)
+
+    def margins(x: torch.Tensor) -> torch.Tensor:
+        probs = defense.decide(x).probabilities
+        assert probs is not None
+        return goal_score(probs.clamp_min(torch.finfo(probs.dtype).tiny).log(), Misclassify(test.y))
+
+    x_fgsm = FGSM()(defense, test.x, Misclassify(test.y), threat).x_adv
+    nearest = torch.minimum(margins(test.x), margins(x_fgsm))
+    standing = nearest > 0  # correct on the clean input and after FGSM: what the query attack is handed
+    assert round(ev.robust_accuracy["fgsm"]["0.2"] * len(test)) == int(standing.sum())
+    assert len(query.priors) == 1 and query.priors[0] is not None
+    torch.testing.assert_close(query.priors[0], nearest[standing])
+    assert bool((query.priors[0] > 0).all())
