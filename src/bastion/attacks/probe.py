@@ -31,6 +31,15 @@ from bastion.threat import ThreatModel
 log = logging.getLogger(__name__)
 
 
+def _chunk_starts(first: int, n: int) -> list[int]:
+    """Where the chunks of sizes first, 2 first, 4 first, ... over n examples begin."""
+    starts, start = [], 0
+    while start < n:
+        starts.append(start)
+        start = 2 * start + first
+    return starts
+
+
 def boundary_order(logits: Tensor, goal: Goal) -> Tensor:
     """Indices from the example nearest its goal to the farthest (by cross-entropy toward the goal)."""
     if isinstance(goal, Diverge):
@@ -92,13 +101,20 @@ class Probed(Attack):
         if unhealthy:
             self._run(model, x, goal, threat, rng, order, x_adv, queries)
             return Perturbation(x_adv, n_queries=queries)
-        start, size = 0, self.n_probe if prior_score is None else self.n_probe_prior
-        while start < n:
-            chunk = order[start : start + size]
-            broken = self._run(model, x, goal, threat, rng, chunk, x_adv, queries)
-            start, size = start + chunk.numel(), 2 * size
-            if not broken:
-                break
+        first = self.n_probe if prior_score is None else self.n_probe_prior
+        chunks = [order[start : 2 * start + first] for start in _chunk_starts(first, n)]
+        chunked = getattr(self.base, "perturb_in_chunks", None)
+        if chunked is not None:
+            out = chunked(model, x, goal, threat, rng, chunks)
+            x_adv, queries = out.x_adv, queries + out.n_queries
+            start = int((out.n_queries > 0).sum())  # the rows of every chunk that joined
+        else:
+            start = 0
+            for chunk in chunks:
+                broken = self._run(model, x, goal, threat, rng, chunk, x_adv, queries)
+                start += chunk.numel()
+                if not broken:
+                    break
         if start < n:
             log.info(
                 "%s: the %d examples nearest the boundary ended with a chunk it broke none of, and gradients are "

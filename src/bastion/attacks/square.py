@@ -8,7 +8,9 @@ only: it never calls backward, so gradient masking cannot fool it.
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +22,8 @@ from bastion.attacks.losses import goal_score
 from bastion.errors import ConfigError
 from bastion.goals import Goal, Misclassify, Reach
 from bastion.threat import ThreatModel
+
+log = logging.getLogger(__name__)
 
 #: Iterations (of a 10,000-query run) after which p is halved; rescaled to the actual budget (paper, App. A).
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -104,6 +108,27 @@ class Square(Attack):
     def _perturb(
         self, model: Classifier, x: Tensor, goal: Goal, threat: ThreatModel, rng: torch.Generator | None
     ) -> Perturbation:
+        return self.perturb_in_chunks(model, x, goal, threat, rng, [torch.arange(x.shape[0], device=x.device)])
+
+    @torch.no_grad()
+    def perturb_in_chunks(
+        self,
+        model: Classifier,
+        x: Tensor,
+        goal: Goal,
+        threat: ThreatModel,
+        rng: torch.Generator | None,
+        chunks: Sequence[Tensor],
+    ) -> Perturbation:
+        """Square on the rows of ``chunks[0]``; ``chunks[k + 1]`` joins as soon as chunk k has met the goal
+        on one of its rows, and runs its own full budget and window schedule from there. Rows of chunks
+        that never join stay unperturbed, with no query.
+
+        This is :class:`~bastion.attacks.probe.Probed`'s rule (attack the next chunk only when the last one
+        broke an example) without waiting for a chunk to spend its whole budget first: one forward pass
+        per iteration serves every running chunk, and per-pass overhead, not batch size, is what a small
+        model's query costs (digits CNN, 5,000 queries: 8 examples 3.1 s, 48 examples 8.7 s).
+        """
         shape = x.shape
         x4 = x.reshape(shape[0], shape[1], shape[2], shape[3]) if x.dim() == 4 else x.reshape(shape[0], 1, 1, -1)
         n, channels, height, width = x4.shape
@@ -118,33 +143,65 @@ class Square(Attack):
         def project(x_new: Tensor, rows: Tensor) -> Tensor:
             return threat.project(x_new.reshape(-1, *shape[1:]), x[rows]).reshape(x_new.shape)
 
-        rows_all = torch.arange(n, device=device)
-        if threat.norm is Norm.LINF:
-            signs = torch.randint(0, 2, (n, channels, 1, width), generator=rng, device=device) * 2 - 1
-            delta = eps * signs.to(x.dtype).expand(-1, -1, height, -1)
-        else:
-            delta = self._l2_init(n, channels, height, width, eps, rng, device, x.dtype)
-        best = project(x4 + delta, rows_all)
-        best_score, done = query(best, rows_all)
-        queries = torch.ones(n, dtype=torch.long, device=device)
+        best = x4.clone()
+        best_score = torch.full((n,), float("inf"), device=device, dtype=x.dtype)
+        done = torch.zeros(n, dtype=torch.bool, device=device)
+        queries = torch.zeros(n, dtype=torch.long, device=device)
         window = self.stall_window if isinstance(goal, (Misclassify, Reach)) else None
         stalled = torch.zeros_like(done)
         checkpoint = best_score.clone()
-        for i in range(self.n_queries - 1):
-            if window is not None and i > 0 and i % window == 0:
-                stalled |= ~done & self._stalled(best_score, checkpoint, self.n_queries - 1 - i, window)
-                checkpoint = best_score.clone()
-            active = ~stalled & ~done if self.early_stop else ~stalled
-            live = active.nonzero().squeeze(1)
-            if live.numel() == 0:
-                break
-            size = self._window(p_schedule(self.p_init, i, self.n_queries), height, width)
-            x0, cur = x4[live], best[live]
+        joined: list[int] = []  # the iteration at which each running chunk joined
+
+        def join(rows: Tensor, at: int) -> None:
+            k = rows.numel()
             if threat.norm is Norm.LINF:
-                candidate = self._linf_step(x0, cur, size, eps, rng)
+                signs = torch.randint(0, 2, (k, channels, 1, width), generator=rng, device=device) * 2 - 1
+                delta = eps * signs.to(x.dtype).expand(-1, -1, height, -1)
             else:
-                candidate = self._l2_step(x0, cur, size, eps, rng)
+                delta = self._l2_init(k, channels, height, width, eps, rng, device, x.dtype)
+            start = project(x4[rows] + delta, rows)
+            best[rows] = start
+            best_score[rows], done[rows] = query(start, rows)
+            queries[rows] = 1
+            checkpoint[rows] = best_score[rows]
+            joined.append(at)
+            log.debug("square: chunk %d of %d (%d rows) joins at iteration %d", len(joined), len(chunks), k, at)
+
+        def next_may_join() -> bool:
+            return len(joined) < len(chunks) and bool(done[chunks[len(joined) - 1]].any())
+
+        join(chunks[0], 0)
+        i = 0
+        while True:
+            if next_may_join():
+                join(chunks[len(joined)], i)
+            lives, candidates = [], []
+            for rows, at in zip(chunks, joined, strict=False):
+                j = i - at  # the chunk's own iteration
+                if j >= self.n_queries - 1:
+                    continue
+                if window is not None and j > 0 and j % window == 0:
+                    stalled[rows] |= ~done[rows] & self._stalled(
+                        best_score[rows], checkpoint[rows], self.n_queries - 1 - j, window
+                    )
+                    checkpoint[rows] = best_score[rows]
+                active = ~stalled[rows] & ~done[rows] if self.early_stop else ~stalled[rows]
+                live = rows[active]
+                if live.numel() == 0:
+                    continue
+                size = self._window(p_schedule(self.p_init, j, self.n_queries), height, width)
+                step = self._linf_step if threat.norm is Norm.LINF else self._l2_step
+                lives.append(live)
+                candidates.append(step(x4[live], best[live], size, eps, rng))
+            if not lives:
+                if next_may_join():
+                    continue  # the newest chunk broke one on its last query: the next joins now
+                break
+            i += 1
+            live = torch.cat(lives) if len(lives) > 1 else lives[0]
+            candidate = torch.cat(candidates) if len(candidates) > 1 else candidates[0]
             candidate = project(candidate, live)
+            cur = best[live]
             # A window already at the sampled corner (often, once windows are a pixel) leaves the input as
             # it is: its score could not improve, so that example is not queried. Same result, fewer passes.
             moved = (candidate != cur).flatten(1).any(dim=1)

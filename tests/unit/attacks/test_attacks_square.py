@@ -113,3 +113,36 @@ def test_square_stall_rule_respects_budget_and_ball(window: int, factor: float, 
     )
     assert result.n_queries is not None and int(result.n_queries.max()) <= 400 + 2
     assert threat.contains(result.x_adv, x).all()
+
+
+def _chunked_run(eps: float, caplog: pytest.LogCaptureFixture):
+    model = small_mlp(8, 3)
+    x = torch.rand(28, 8, generator=torch.Generator().manual_seed(1))
+    y = model(x).argmax(1).detach()
+    chunks = [torch.arange(0, 4), torch.arange(4, 12), torch.arange(12, 28)]
+    threat = ThreatModel(norm="linf", eps=eps)
+    square = Square(n_queries=200)
+    with caplog.at_level("DEBUG", logger="bastion.attacks.square"):
+        out = square.perturb_in_chunks(model, x, Misclassify(y), threat, torch.Generator().manual_seed(0), chunks)
+    with torch.no_grad():
+        broken = model(out.x_adv).argmax(1) != y
+    joins = [r.args[3] for r in caplog.records if "joins" in r.getMessage()]
+    assert out.n_queries is not None and (out.n_queries <= 200).all()
+    assert threat.contains(out.x_adv, x).all()
+    return x, out, broken, chunks, joins
+
+
+def test_a_chunk_joins_a_square_run_as_soon_as_the_one_before_breaks_an_example(caplog) -> None:
+    _, out, broken, chunks, joins = _chunked_run(0.6, caplog)
+    assert broken[chunks[0]].any() and broken[chunks[1]].any(), "fixture: eps 0.6 must break in both chunks"
+    assert len(joins) == 3 and joins[0] == 0
+    assert joins[1] < 199 and joins[2] < joins[1] + 199  # before the previous chunk's budget was spent
+    assert (out.n_queries > 0).all()
+
+
+def test_a_chunk_that_breaks_nothing_keeps_the_next_one_out_of_the_square_run(caplog) -> None:
+    x, out, broken, chunks, joins = _chunked_run(1e-4, caplog)
+    assert not broken.any()
+    assert joins == [0]
+    assert (out.n_queries[chunks[0]] > 0).all()
+    assert (out.n_queries[4:] == 0).all() and torch.equal(out.x_adv[4:], x[4:])
