@@ -162,39 +162,32 @@ def bench_steps(model: nn.Module, x: Tensor, y: Tensor, n_steps: int, repeats: i
 def bench_ensemble(
     model: nn.Module, x: Tensor, y: Tensor, batch_size: int, eps: float = EPS, n_classes: int = 10
 ) -> dict[str, Any]:
-    """The standard suite as a worst-case sequence vs torchattacks' AutoAttack (standard version)."""
-    from bastion.attacks.worst_case import worst_case
+    """The standard suite as a worst-case sequence vs torchattacks' AutoAttack (standard version), both on
+    the same batches; bastion's probed Square runs once on every batch's survivors, as in an evaluation."""
+    from bastion.attacks.worst_case import worst_case_in_batches
 
     threat = ThreatModel(norm="linf", eps=eps)
     suite = build_suite("standard")
     with torch.no_grad():
         clean = float((model(x).argmax(1) == y).float().mean())
     start = time.perf_counter()
-    robust: list[Tensor] = []
-    x_advs: list[Tensor] = []
+    r = worst_case_in_batches(
+        model,
+        x,
+        y,
+        suite,
+        threat,
+        batches=[(i, min(i + batch_size, len(x))) for i in range(0, len(x), batch_size)],
+        rng_of=lambda i: torch.Generator().manual_seed(i),
+    )
     broken: dict[str, int] = {}
-    cost: dict[str, dict[str, float]] = {}
-    for i in range(0, len(x), batch_size):
-        r = worst_case(
-            model,
-            x[i : i + batch_size],
-            y[i : i + batch_size],
-            suite,
-            threat,
-            rng=torch.Generator().manual_seed(i),
-        )
-        robust.append(r.robust)
-        x_advs.append(r.x_adv)
-        for b in r.broken_by:
-            if b is not None:
-                broken[b] = broken.get(b, 0) + 1
-        for name, c in r.cost.items():
-            agg = cost.setdefault(name, {})
-            for k, v in c.items():
-                agg[k] = agg.get(k, 0) + v
+    for b in r.broken_by:
+        if b is not None:
+            broken[b] = broken.get(b, 0) + 1
+    cost = r.cost
     ours_time = time.perf_counter() - start
-    ours_acc = float(torch.cat(robust).float().mean())
-    verified = verify(model, x, torch.cat(x_advs), y, torch.cat(robust), threat)
+    ours_acc = float(r.robust.float().mean())
+    verified = verify(model, x, r.x_adv, y, r.robust, threat)
     out: dict[str, Any] = {
         "n_examples": len(x),
         "eps": eps,
@@ -229,8 +222,8 @@ def bench_ensemble(
             "difference_points": 100 * (ours_acc - peer_acc),
             "wall_time_ratio": ours_time / peer_time,
             "verified": verify(model, x, advs, y, peer_robust, threat),
-            "broken_by_peer_only": int((robust_all := torch.cat(robust))[~peer_robust].sum()),
-            "broken_by_bastion_only": int((peer_robust & ~robust_all).sum()),
+            "broken_by_peer_only": int(r.robust[~peer_robust].sum()),
+            "broken_by_bastion_only": int((peer_robust & ~r.robust).sum()),
         }
     return out
 

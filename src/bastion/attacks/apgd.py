@@ -8,7 +8,7 @@ top-k most likely wrong classes in turn, each only on examples still robust.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -228,15 +228,16 @@ class APGDT(Attack):
             clean_logits = model(x)
         n_classes = clean_logits.shape[1]
         self.check(goal, threat, n_classes)
+        eligible: list[Tensor | None] = [None]
         if isinstance(goal, Reach):
             y = clean_logits.argmax(dim=1)
-            targets, eligible = [goal.reference], [None]
+            targets = [goal.reference]
         else:
             y = goal.reference
             ranked = clean_logits.masked_fill(torch.nn.functional.one_hot(y, n_classes).bool(), -math.inf)
             wrong, order = ranked.sort(dim=1, descending=True)
             targets = [order[:, r] for r in range(min(self.n_targets, n_classes - 1))]
-            eligible = [None] * len(targets)
+            eligible = eligible * len(targets)
             if self.max_gap_ratio is not None:
                 # Gaps of a misclassified example are <= 0 and the ratio is meaningless: keep every target.
                 gaps = clean_logits.gather(1, y[:, None]) - wrong[:, : len(targets)]
@@ -264,7 +265,7 @@ def _restarts(
     x: Tensor,
     threat: ThreatModel,
     rng: torch.Generator | None,
-    runs: list[tuple[Objective, Criterion, Tensor | None]],
+    runs: Sequence[tuple[Objective, Criterion, Tensor | None]],
 ) -> Perturbation:
     """Every (objective, restart) pair in turn, each on the examples no earlier run has broken.
 

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from bastion import progress
 from bastion.attacks import Attack
-from bastion.attacks.worst_case import AttackSequence, WorstCaseResult, worst_case
+from bastion.attacks.worst_case import AttackSequence, WorstCaseResult, worst_case_in_batches
 from bastion.data.spec import Split
 from bastion.evaluation import distributed
 from bastion.evaluation.plain import ImageCells, cost_entry, start_cells
@@ -54,20 +54,21 @@ class SequenceCells(ImageCells):
         return self._parts
 
     def _run(self, eps: float) -> list[dict[str, Any]]:
-        shard: list[dict[str, Any]] = []
         x, y = self.test.x, self.test.y
-        batches = distributed.my_batches(len(self.test), self.batch_size)
+        n = len(self.test)
         with progress.task(f"eps {eps_key(eps)}, worst case", replace=True):
-            for b, (start, stop) in enumerate(batches):
-                progress.advance(b, len(batches), "batches")
-                rng = seeded(x.device, batch_seed(self.seed, start))
-                with progress.task(f"batch {b + 1}/{len(batches)}"):
-                    r = worst_case(
-                        self.model, x[start:stop], y[start:stop], self.attacks, self.threat.with_eps(eps), rng=rng
-                    )
-                shard.append(self._part(start, r))
-            progress.advance(len(batches), len(batches), "batches")
-        return sorted((p for rank_parts in distributed.gather(shard) for p in rank_parts), key=lambda p: p["start"])
+            whole = worst_case_in_batches(
+                self.model,
+                x,
+                y,
+                self.attacks,
+                self.threat.with_eps(eps),
+                batches=distributed.my_batches(n, self.batch_size),
+                rng_of=lambda start: seeded(x.device, batch_seed(self.seed, start)),
+                gather=lambda mine: [p for rank_parts in distributed.gather(mine) for p in rank_parts],
+            )
+        starts = range(0, n, self.batch_size)
+        return [self._part(a, whole.rows(a, min(a + self.batch_size, n), first=a == 0)) for a in starts]
 
     def _part(self, start: int, r: WorstCaseResult) -> dict[str, Any]:
         """One batch's worst-case result, on the CPU, as :meth:`parts` keeps it."""

@@ -10,6 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from bastion.attacks import APGD, FGSM, Square
+from bastion.attacks.probe import Probed
 from bastion.attacks.worst_case import AttackSequence
 from bastion.data.spec import Split
 from bastion.evaluation import distributed
@@ -24,7 +25,14 @@ def _problem() -> tuple[torch.nn.Module, Split, AttackSequence, ThreatModel]:
     x = torch.rand(30, 6, generator=torch.Generator().manual_seed(7))
     y = model(x).argmax(1)
     y[::4] = (y[::4] + 1) % 5  # some clean mistakes
-    suite = AttackSequence({"fgsm": FGSM(), "apgd": APGD(n_steps=5), "square": Square(n_queries=20)})
+    suite = AttackSequence(
+        {
+            "fgsm": FGSM(),
+            "apgd": APGD(n_steps=5),
+            "square": Square(n_queries=20),
+            "probed": Probed(base=Square(n_queries=40), n_probe_prior=2),  # runs once, on every rank's survivors
+        }
+    )
     return model, Split(x.detach(), y), suite, ThreatModel(norm="linf", eps=0.1)
 
 

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from bastion.attacks import APGD, APGDT, FGSM, Attack, cross_entropy
 from bastion.attacks.losses import goal_score
 from bastion.attacks.probe import Probed, boundary_order
-from bastion.attacks.worst_case import worst_case
+from bastion.attacks.worst_case import merge, worst_case, worst_case_in_batches
 from bastion.errors import InputValidationError
 from bastion.goals import Goal, Misclassify, Reach
 from bastion.threat import ThreatModel
@@ -174,3 +174,27 @@ def test_settled_apgd_breaks_what_full_apgd_breaks_with_fewer_gradients() -> Non
         assert int(b.success.sum()) >= int(a.success.sum()) - 1
         assert b.n_backward <= a.n_backward
         assert (b.x_adv - x).abs().max() <= threat.eps + 1e-6
+
+
+def test_over_many_batches_the_probed_attack_runs_once_on_every_batchs_survivors() -> None:
+    """One probe over the whole set instead of one per batch: the trailing Probed attack sees every
+    batch's survivors at once, while the earlier attacks still run batch by batch, as ``worst_case`` would."""
+    model, x, y = batch(60)
+    threat = ThreatModel(norm="linf", eps=0.05)
+    base = Recorder()
+    suite = {"fgsm": FGSM(), "probed": Probed(base=base, n_probe_prior=1000)}
+    batches = [(a, min(a + 16, 60)) for a in range(0, 60, 16)]
+    whole = worst_case_in_batches(
+        model, x, y, suite, threat, batches=batches, rng_of=lambda a: torch.Generator().manual_seed(a)
+    )
+    per_batch = [worst_case(model, x[a:b], y[a:b], {"fgsm": FGSM()}, threat) for a, b in batches]
+    survivors = torch.cat([r.robust for r in per_batch])
+    assert 0 < int(survivors.sum()) < 60, "fixture: FGSM must break some examples and not all"
+    assert base.calls == [int(survivors.sum())]
+    assert torch.equal(whole.robust_after["fgsm"], survivors)
+    assert torch.equal(whole.nearest, torch.cat([r.nearest for r in per_batch]))
+    assert whole.cost["fgsm"]["examples_attacked"] == sum(r.cost["fgsm"]["examples_attacked"] for r in per_batch)
+    # Slices put back together give the whole, totals included.
+    again = merge([whole.rows(a, b, first=a == 0) for a, b in batches])
+    assert torch.equal(again.robust, whole.robust) and again.broken_by == whole.broken_by
+    assert again.cost == whole.cost
