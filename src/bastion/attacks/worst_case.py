@@ -183,7 +183,10 @@ def worst_case_in_batches(
         mine.append((start, r.to(torch.device("cpu"))))
     progress.advance(len(batches), len(batches), "batches")
     parts = sorted(gather(mine), key=lambda p: p[0])
-    whole = merge([r for _, r in parts]).to(x.device)
+    if parts:
+        whole = merge([r for _, r in parts]).to(x.device)
+    else:  # no examples anywhere: the attacks have nothing to run on, but every one gets its record
+        whole = extend(model, x, y, early, threat, clean_start(model, x, y))
     if not late:
         return whole
     with progress.task("every batch's survivors"):
