@@ -244,9 +244,10 @@ class DefenseCells:
 
     def _remember_margin(self, eps: float, decision: Decision) -> None:
         """Lower the per-input margin record (which starts at the clean input's) with this cell's."""
-        score = self._margin(decision)
-        before = self._plain_margin.get(eps, self._margin(self.clean))
-        self._plain_margin[eps] = torch.minimum(before, score)
+        before = self._plain_margin.get(eps)
+        if before is None:
+            before = self._margin(self.clean)
+        self._plain_margin[eps] = torch.minimum(before, self._margin(decision))
 
     def _margin(self, decision: Decision) -> Tensor:
         """(N,) the margin of the defense's label, from the log of its softmax: the log-softmax differs
