@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=FULL["limit"], help="train on the first N training examples")
     p.add_argument("--n-test", type=int, default=FULL["n_test"], help="test examples attacked")
     p.add_argument(
-        "--n-test-suite", type=int, default=300, help="test examples for the (costly) suite: a prefix of --n-test"
+        "--n-test-suite", type=int, default=1000, help="test examples for the AA-grade suite: a prefix of --n-test"
     )
     p.add_argument("--model", default="cnn")
     p.add_argument("--model-options", type=json.loads, default={"channels": [32, 64], "hidden": 256})
@@ -80,6 +80,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="progressive-trades",
         choices=["progressive-trades", "trades", "pgd-at", "mart", "fast-at"],
         help="the dual-phase defense's training method",
+    )
+    p.add_argument(
+        "--method-options",
+        type=json.loads,
+        default={},
+        help='more TrainConfig keys for --method, as JSON: \'{"guard": "none"}\' makes fast-at FGSM-RS; '
+        '\'{"stages": [...], "policy": "gap"}\' gives progressive TRADES an explicit schedule',
+    )
+    p.add_argument(
+        "--defense", action=argparse.BooleanOptionalAction, default=True, help="fit and judge the runtime defense"
     )
     p.add_argument("--n-steps", type=int, default=5, help="attack steps (of the last stage, when progressive)")
     p.add_argument(
@@ -154,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         robust_options["beta"] = args.beta
     if method == "progressive-trades":
         robust_options.update(n_stages=3, min_steps=1)
+    robust_options.update(args.method_options)
+    if "stages" in robust_options:
+        robust_options.pop("epochs")  # the stages say how many
     configs = {
         "standard": TrainConfig.parse({**common, "method": "standard", "epochs": args.std_epochs}),
         method: TrainConfig.parse({**common, **robust_options}),
@@ -223,14 +236,19 @@ def main(argv: list[str] | None = None) -> int:
         trained[name] = (model, record)
 
     robust, record = trained[method]
-    t0 = time.perf_counter()
-    defended = build_defense(robust, DefenseConfig(bit_depth=args.bit_depth, target_fpr=0.05), data.train, data.val)
-    save_defense(defended, out / "defenses" / method)
-    timing["fit_defense_s"] = round(time.perf_counter() - t0, 2)
+    targets: list[tuple[str, Any]] = [(n, m) for n, (m, _) in trained.items()]
+    timing["fit_defense_s"] = 0.0
+    if args.defense:
+        t0 = time.perf_counter()
+        defense_cfg = DefenseConfig(bit_depth=args.bit_depth, target_fpr=0.05)
+        defended = build_defense(robust, defense_cfg, data.train, data.val)
+        save_defense(defended, out / "defenses" / method)
+        timing["fit_defense_s"] = round(time.perf_counter() - t0, 2)
+        targets.append((f"{method}+defense", defended))
 
     eval_costs: dict[str, float] = {}
     eval_cpu: dict[str, float] = {}
-    for name, target in [*((n, m) for n, (m, _) in trained.items()), (f"{method}+defense", defended)]:
+    for name, target in targets:
         t0, c0 = time.perf_counter(), time.process_time()
         run = evaluate_defense if name.endswith("+defense") else evaluate
         ev = run(target, test, attacks, threat, [EPS], seed=args.seed)  # type: ignore[operator]
@@ -273,7 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     n_train = len(data.train)
     std_record = trained["standard"][1].to_dict()
     pt_record = record.to_dict()
-    full_cfg = TrainConfig.parse({**configs[method].resolved(), "epochs": FULL["epochs"]})
+    # Explicit stages are the full schedule already; a generated one is rebuilt at the full epoch count.
+    explicit = "stages" in robust_options
+    full_cfg = (
+        configs[method] if explicit else TrainConfig.parse({**configs[method].resolved(), "epochs": FULL["epochs"]})
+    )
     _, full_schedule = build_method(method, method_config(full_cfg))
     pt_ratio = {
         i: full.epochs / max(1, stage["epochs"])

@@ -132,3 +132,26 @@ def test_bench_defends_a_model_of_another_method(tmp_path: Path, monkeypatch: py
     assert (out / "defenses" / "fast-at").is_dir()
     assert results["models"]["fast-at"]["training"]["method"] == "fast-at"
     assert results["projection_full_run"]["cpu_seconds"]["train_fast-at_s"] > 0
+
+
+@pytest.mark.slow
+def test_bench_takes_an_explicit_schedule_and_can_skip_the_defense(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--method-options reaches the trainer (carried stages, FGSM-RS's guard); --no-defense fits no defense."""
+    monkeypatch.setenv("BASTION_CACHE", str(tmp_path / "cache"))
+    write_release(tmp_path / "train", np.random.default_rng(2))
+    bench: Any = load_bench()
+    stages = '{"stages": [{"epochs": 2, "eps": 0.0313725, "n_steps": 1, "start": "carry", "rel_step_size": 0.5}]}'
+    base = ["--data", f"gtsrb:{tmp_path / 'train'}", "--std-epochs", "1", "--n-test", "6", "--suite", "default"]
+    base += ["--threads", "1", "--no-defense", "--model-options", '{"channels": [4, 8], "hidden": 16}']
+    assert bench.main(["--out", str(tmp_path / "pt"), *base, "--method-options", stages]) == 0
+    results = read_results(tmp_path / "pt" / "results.json")
+    assert set(results["models"]) == {"standard", "progressive-trades"}
+    assert not (tmp_path / "pt" / "defenses").exists()
+    training = results["models"]["progressive-trades"]["training"]
+    assert [(s["epochs"], s["n_steps"], s["start"]) for s in training["schedule"]] == [(2, 1, "carry")]
+
+    with pytest.raises(Exception, match="gaurd"):  # a misspelt key is refused by name, before any training
+        bench.main(["--out", str(tmp_path / "bad"), *base, "--method", "fast-at", "--method-options", '{"gaurd": 1}'])
+    assert not (tmp_path / "bad" / "results.json").exists()
