@@ -96,7 +96,8 @@ def _trades(c: MethodConfig) -> tuple[Objective, Schedule]:
 @METHODS.register("progressive-trades")
 def _progressive_trades(c: MethodConfig) -> tuple[Objective, Schedule]:
     if c.stages is not None:
-        schedule = Schedule.from_list(list(c.stages))
+        # A stage that names no beta takes the config's: `beta: 2` beside the stages must not mean 6.
+        schedule = Schedule.from_list([{"beta": c.beta, **stage} for stage in c.stages])
     else:
         schedule = progressive(
             epochs=c.epochs,

@@ -97,6 +97,12 @@ def test_carry_over_persists_across_epochs_and_costs_one_step(digits: Dataset) -
     assert record.policy_gradient_evaluations == 0
 
 
+def test_explicit_stages_take_the_config_beta_unless_they_name_their_own() -> None:
+    stages = ({"epochs": 1, "eps": 0.1, "n_steps": 1}, {"epochs": 1, "eps": 0.2, "n_steps": 2, "beta": 1.5})
+    _, schedule = build_method("progressive-trades", MethodConfig(eps=0.2, beta=2.0, stages=stages))
+    assert [s.beta for s in schedule.stages] == [2.0, 1.5]
+
+
 class _Interrupt(Exception):
     pass
 
