@@ -147,7 +147,11 @@ def test_in_a_sequence_the_query_attack_skips_misclassified_inputs_and_gradient_
     test = digits.test.take(80)
     gradient, query = Recorder(), Recorder()
     suite = AttackSequence(
-        {"fgsm": FGSM(), "gradient": gradient, "query": Probed(base=query, n_probe=1000, early_stop=False)}
+        {
+            "fgsm": FGSM(),
+            "gradient": gradient,
+            "query": Probed(base=query, n_probe=1000, n_probe_prior=1000, early_stop=False),
+        }
     )
     ev = evaluate_defense(defense, test, suite, threat, [0.3], adaptive=False)
     assert ev.defense is not None
